@@ -1,0 +1,5 @@
+import sys
+
+from gradscope.cli import main
+
+sys.exit(main())
