@@ -1,0 +1,95 @@
+"""What gradscope check prints and writes, from a hand-made Diagnosis."""
+
+import math
+import xml.etree.ElementTree as ET
+from types import SimpleNamespace
+
+import pandas as pd
+
+from gradscope.checkoutput import fmt, markdown_summary, text_report, verdict_table, write_junit
+from gradscope.testing import describe_findings
+
+
+def finding(kind, severity, module, layer, direction, message, advice="do this"):
+    return SimpleNamespace(kind=kind, severity=severity, module=module, layer=layer, direction=direction,
+                           message=message, evidence={"gain": 0.3}, advice=advice)
+
+
+class FakeDiagnosis:
+    def __init__(self, rows, findings):
+        self._rows, self.findings = rows, findings
+        self.ok = not any(f.severity == "error" for f in findings)
+
+    def summary(self):
+        return pd.DataFrame(self._rows)
+
+
+ROWS = [
+    dict(module="rnn", layer=0, direction="forward", gain=0.3, horizon=5.7, max_grad_norm=0.0123,
+         nonfinite=0, sigma_max=0.3, verdict="vanishing"),
+    dict(module="rnn", layer=0, direction="reverse", gain=0.97, horizon=math.inf, max_grad_norm=1.5,
+         nonfinite=0, sigma_max=0.9, verdict="healthy"),
+    dict(module="", layer=0, direction="forward", gain=math.nan, horizon=math.nan, max_grad_norm=2.0,
+         nonfinite=0, sigma_max=1.0, verdict="unknown"),
+]
+SICK = FakeDiagnosis(ROWS, [
+    finding("vanishing", "error", "rnn", 0, "forward", "gradient vanishes within 6 steps", "use an LSTM"),
+    finding("saturation", "warning", "rnn", 0, "reverse", "tanh saturated"),
+    finding("spectral_bound", "info", None, None, None, "a model-wide note"),
+])
+WELL = FakeDiagnosis(ROWS[1:2], [])
+
+
+def test_numbers_are_readable():
+    assert [fmt(v) for v in (0.012345, 3.0, math.inf, math.nan, None, "x", 1234567.0)] == [
+        "0.0123", "3", "inf", "-", "-", "x", "1.23e+06"]
+
+
+def test_table_has_the_columns_and_one_row_per_part():
+    lines = verdict_table(SICK).splitlines()
+    assert lines[0].split() == ["module", "layer", "direction", "gain", "horizon", "max_grad_norm", "verdict"]
+    assert len(lines) == 2 + len(ROWS)
+    assert lines[2].split() == ["rnn", "0", "forward", "0.3", "5.7", "0.0123", "vanishing"]
+    assert lines[4].split()[0] == "(root)"
+
+
+def test_text_report_lists_findings_with_advice_and_the_verdict():
+    text = text_report(SICK, "t.py:make")
+    assert "gradient vanishes within 6 steps" in text and "advice: use an LSTM" in text
+    assert text.rstrip().endswith("UNHEALTHY (1 error(s), 2 other finding(s))")
+    assert "HEALTHY (0 error(s)" in text_report(WELL)
+
+
+def test_findings_list_errors_first():
+    lines = describe_findings(SICK).splitlines()
+    assert lines[1].startswith("- [error] vanishing at rnn l0 forward")
+    assert "(model)" in describe_findings(SICK)
+
+
+def test_junit_has_one_case_per_part_and_failures_for_errors(tmp_path):
+    path = tmp_path / "junit.xml"
+    write_junit(SICK, path, "t.py:make")
+    root = ET.parse(path).getroot()
+    cases = root.findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["rnn l0 forward", "rnn l0 reverse", "(root) l0 forward", "(model)"]
+    failures = root.findall(".//testcase/failure")
+    assert len(failures) == 1 and failures[0].get("type") == "vanishing"
+    assert "use an LSTM" in failures[0].text and "vanishes" in failures[0].get("message")
+    assert root.get("failures") == "1" and root.get("tests") == "4"
+    assert "tanh saturated" in cases[1].find("system-out").text
+
+
+def test_junit_of_a_healthy_model_has_no_failure(tmp_path):
+    path = tmp_path / "junit.xml"
+    write_junit(WELL, path)
+    root = ET.parse(path).getroot()
+    assert len(root.findall(".//testcase")) == 1 and not root.findall(".//failure")
+
+
+def test_markdown_summary():
+    text = markdown_summary(SICK, "t.py:make")
+    assert text.startswith("### gradscope check `t.py:make`: ❌ unhealthy")
+    assert "| module | layer | direction | gain | horizon | max_grad_norm | verdict |" in text
+    assert "| rnn | 0 | forward | 0.3 | 5.7 | 0.0123 | vanishing |" in text
+    assert "advice: use an LSTM" in text
+    assert "✅ healthy" in markdown_summary(WELL)
