@@ -1,0 +1,139 @@
+"""The numbers behind the verdicts: per part (module, layer, direction), overall and per step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from gradscope.analyze import gain as gainmath
+from gradscope.analyze.verdict import verdict, worst
+
+PART = ["module", "layer", "direction"]
+
+
+@dataclass
+class Part:
+    """Everything the findings need about one (module, layer, direction)."""
+
+    module: str
+    layer: int
+    direction: str
+    cell: str
+    rows: pd.DataFrame            # its timesteps rows
+    gates: pd.DataFrame           # its gates rows (may be empty)
+    per_step: pd.DataFrame        # one row per recorded step
+    info: dict = field(default_factory=dict)      # meta["modules"][module]: kind, hidden_size
+    numbers: dict = field(default_factory=dict)   # the summary row
+
+    @property
+    def label(self) -> str:
+        return f"{self.module or '<root>'} layer {self.layer} {self.direction}"
+
+
+def measure(rows: pd.DataFrame, direction: str, rules) -> dict:
+    """gain, horizon, max_grad_norm, nonfinite, method, pairs of a set of timesteps rows.
+
+    gain: geometric mean over every valid (step, call, t) pair of carried_t / total_next of
+    the joint state (see gain.pair_ratios); where carried is unknown (``track``), exp of the
+    fitted slope of log total against distance back (gain.decay_fit).
+    max_grad_norm: largest finite joint total norm. nonfinite: sum over (step, call, t) of
+    the sequences with a NaN/Inf gradient (for LSTM the max of h and c)."""
+    joint = gainmath.joint_state(rows)
+    if rows["carried_norm"].isna().all():
+        gain, pairs = gainmath.decay_fit(joint, direction, rules.norm_floor)
+        method = "decay_fit"
+    else:
+        ratios = gainmath.pair_ratios(joint, direction, rules.norm_floor)
+        gain, pairs = gainmath.geometric_mean(ratios["ratio"]), len(ratios)
+        method = "ratio"
+    total = joint["total"].to_numpy(dtype=float)
+    finite = total[np.isfinite(total) & (joint["nonfinite"].to_numpy() == 0)]
+    return {
+        "gain": float(gain),
+        "horizon": float(gainmath.horizon(gain, rules.horizon_ratio)),
+        "max_grad_norm": float(finite.max()) if finite.size else math.nan,
+        "nonfinite": int(joint["nonfinite"].sum()),
+        "method": method,
+        "pairs": int(pairs),
+    }
+
+
+def latest_sigma_max(spectra: pd.DataFrame, module, layer, direction) -> float:
+    """sigma_max of the recurrent weight at the latest recorded step: gate ``hh`` (RNN), else
+    ``all`` (the stacked matrix of a gated cell), else the only gate there is; NaN if none."""
+    if spectra is None or spectra.empty:
+        return math.nan
+    mine = spectra[(spectra["module"] == module) & (spectra["layer"] == layer)
+                   & (spectra["direction"] == direction)]
+    if mine.empty:
+        return math.nan
+    mine = mine[mine["step"] == mine["step"].max()]
+    for gate in ("hh", "all"):
+        chosen = mine[mine["gate"] == gate]
+        if not chosen.empty:
+            return float(chosen["sigma_max"].iloc[-1])
+    if mine["gate"].nunique() == 1:
+        return float(mine["sigma_max"].iloc[-1])
+    return math.nan
+
+
+def build_parts(timesteps, spectra, gates, meta, rules) -> list:
+    """One Part per (module, layer, direction) in ``timesteps``, in table order."""
+    parts = []
+    if timesteps is None or timesteps.empty:
+        return parts
+    gate_groups = {}
+    if gates is not None and not gates.empty:
+        gate_groups = {key: rows for key, rows in gates.groupby(PART, sort=False)}
+    for key, rows in timesteps.groupby(PART, sort=False):
+        module, layer, direction = key
+        part = Part(module=module, layer=int(layer), direction=direction,
+                    cell=str(rows["cell"].iloc[0]), rows=rows,
+                    gates=gate_groups.get(key, _empty_like(gates)),
+                    per_step=pd.DataFrame(), info=_module_info(meta, module))
+        _fill_numbers(part, spectra, rules)
+        parts.append(part)
+    return parts
+
+
+def _fill_numbers(part, spectra, rules):
+    seq_len = gainmath.sequence_length(part.rows)
+    required = rules.required_horizon(seq_len)
+    overall = measure(part.rows, part.direction, rules)
+    overall_verdict = verdict(overall["gain"], overall["horizon"], overall["max_grad_norm"],
+                              overall["nonfinite"], required, rules)
+    per_step = []
+    for step, rows in part.rows.groupby("step", sort=True):
+        numbers = measure(rows, part.direction, rules)
+        numbers["verdict"] = verdict(numbers["gain"], numbers["horizon"],
+                                     numbers["max_grad_norm"], numbers["nonfinite"],
+                                     required, rules)
+        per_step.append({"step": int(step), "module": part.module, "layer": part.layer,
+                         "direction": part.direction, "cell": part.cell, **numbers})
+    part.per_step = pd.DataFrame(per_step)
+    first, last = part.per_step["verdict"].iloc[0], part.per_step["verdict"].iloc[-1]
+    part.numbers = {
+        "module": part.module, "layer": part.layer, "direction": part.direction,
+        "cell": part.cell, **overall,
+        "horizon_extrapolated": bool(math.isfinite(overall["horizon"])
+                                     and overall["horizon"] > seq_len),
+        "seq_len": int(seq_len), "required_horizon": float(required),
+        "sigma_max": latest_sigma_max(spectra, part.module, part.layer, part.direction),
+        "steps": int(len(part.per_step)),
+        "first_verdict": first, "last_verdict": last,
+        # the run as a whole and its current state: a run that degraded is not healthy
+        "verdict": worst(overall_verdict, last),
+    }
+
+
+def _module_info(meta, module) -> dict:
+    modules = (meta or {}).get("modules") or {}
+    info = modules.get(module)
+    return dict(info) if isinstance(info, dict) else {}
+
+
+def _empty_like(frame):
+    return frame.iloc[0:0] if frame is not None else pd.DataFrame()
