@@ -1,0 +1,193 @@
+"""Gradient contributions of one call, summed per (layer, direction, state), reduced to norms.
+
+Every number in ``timesteps()`` is made here. A state's gradient reaches gradscope in parts:
+the part carried back from the next step (probes on the recurrent use), the direct part (the
+layer output, the final state the user kept, and for LSTM the cell state's use in h_t). Parts
+are summed as vectors; norms are taken once the part that arrives last in a backward pass
+(the internal probe) has arrived, so the (N, S) buffers live only while that layer runs
+backward. Nothing here syncs with the host: results stay on the device until the step closes.
+"""
+
+import torch
+
+_PARTS = ("carried", "direct")
+
+
+class Accumulator:
+    """Sum of (N, S) gradient pieces; pieces may cover all rows, a slice of rows or an index."""
+
+    __slots__ = ("value", "owned")
+
+    def __init__(self):
+        self.value = None
+        self.owned = False
+
+    def add(self, grad, rows, n_rows):
+        if rows is None and self.value is None:
+            self.value, self.owned = grad, False  # borrow: copied only if more pieces come
+            return
+        if self.value is None:
+            self.value = grad.new_zeros((n_rows,) + tuple(grad.shape[1:]))
+            self.owned = True
+        elif not self.owned:
+            self.value, self.owned = self.value.clone(), True
+        if rows is None:
+            self.value.add_(grad)
+        elif isinstance(rows, slice):
+            self.value[rows].add_(grad)
+        else:
+            self.value.index_add_(0, rows, grad.to(self.value.dtype))
+
+
+class Series:
+    """One (layer, direction, state) of one call: its parts, then its per-t sums of norms."""
+
+    __slots__ = ("key", "pending", "parts", "sums", "spoiled")
+
+    def __init__(self, key, pending):
+        self.key = key
+        self.pending = pending  # internal probes still to fire before the norms can be taken
+        self.parts = {p: Accumulator() for p in _PARTS}
+        self.sums = None  # (4, T) float64: sum over active rows of |total|, |carried|, |direct|, nonfinite
+        self.spoiled = False
+
+    def add(self, part, grad, rows, record):
+        if self.sums is not None:
+            # A piece after the norms were taken: only possible when one backward pass reaches
+            # the call twice in an order we did not foresee. Drop rather than report wrong numbers.
+            self.spoiled = True
+            return
+        self.parts[part].add(grad, rows, record.n_rows)
+
+    def probe_fired(self, record):
+        self.pending -= 1
+        if self.pending <= 0:
+            self.reduce(record)
+
+    def reduce(self, record):
+        if self.sums is not None or self.spoiled:
+            return
+        carried, direct = self.parts["carried"].value, self.parts["direct"].value
+        if carried is None and direct is None:
+            return
+        like = carried if carried is not None else direct
+        if carried is None:
+            carried = torch.zeros_like(like)
+        if direct is None:
+            direct = torch.zeros_like(like)
+        total = carried + direct
+        norms = torch.stack([
+            torch.linalg.vector_norm(total, dim=1, dtype=torch.float64),
+            torch.linalg.vector_norm(carried, dim=1, dtype=torch.float64),
+            torch.linalg.vector_norm(direct, dim=1, dtype=torch.float64),
+            (~torch.isfinite(total)).any(dim=1).to(torch.float64),
+        ])
+        self.sums = record.segment_sum(norms)
+        self.parts = None  # free the (N, S) buffers now
+
+
+class CallRecord:
+    """One call of one watched part within a step: the layout of its rows and its series.
+
+    Rows are laid out as PyTorch packs sequences: time-major, the first ``batch_sizes[t]``
+    (sorted) sequences active at t. Padded input is the special case of equal batch sizes.
+    """
+
+    def __init__(self, module, cell, call, t_offset, batch_sizes, layers, directions, states,
+                 device, sorted_indices=None):
+        self.module = module
+        self.cell = cell
+        self.call = call
+        self.t_offset = t_offset
+        self.batch_sizes = list(batch_sizes)
+        self.T = len(self.batch_sizes)
+        self.n_rows = sum(self.batch_sizes)
+        self.layers = layers
+        self.directions = tuple(directions)
+        self.states = dict(states)  # state name -> feature size
+        self.device = device
+        self.sorted_indices = sorted_indices
+        self.uniform = len(set(self.batch_sizes)) <= 1
+        self.series = {}
+        self.received = False
+        self.closed = False
+        self.gate_stats = []  # (layer, direction, gate, activation, tensor[count, sum, low, high])
+        self.jacobian_inputs = {}  # (layer, direction) -> dict of detached tensors
+        self.weights = {}  # (layer, direction) -> weights used in this forward (detached)
+        self._t_index = None
+        self._final_rows = {}
+
+    # ---- layout -------------------------------------------------------------------------
+    def offsets(self):
+        out, acc = [], 0
+        for b in self.batch_sizes:
+            out.append(acc)
+            acc += b
+        return out
+
+    def segment_sum(self, values):
+        """(K, N) -> (K, T): sums over the active rows of each time step."""
+        if self.uniform:
+            return values.view(values.shape[0], self.T, -1).sum(dim=2)
+        if self._t_index is None:
+            counts = torch.tensor(self.batch_sizes)
+            self._t_index = torch.repeat_interleave(torch.arange(self.T), counts).to(self.device)
+        out = values.new_zeros((values.shape[0], self.T))
+        return out.index_add_(1, self._t_index, values)
+
+    def final_rows(self, direction):
+        """Flat row of each (sorted) sequence's final state: its last t forward, t=0 reverse."""
+        rows = self._final_rows.get(direction)
+        if rows is None:
+            batch = self.batch_sizes[0]
+            if direction == "reverse":
+                rows = slice(0, batch)
+            elif self.uniform:
+                rows = slice(self.n_rows - batch, self.n_rows)
+            else:
+                offsets, last = self.offsets(), []
+                for i in range(batch):
+                    t_last = sum(1 for b in self.batch_sizes if b > i) - 1
+                    last.append(offsets[t_last] + i)
+                rows = torch.tensor(last, device=self.device)
+            self._final_rows[direction] = rows
+        return rows
+
+    # ---- contributions --------------------------------------------------------------------
+    def add_series(self, layer, direction, state, pending):
+        self.series[(layer, direction, state)] = Series((layer, direction, state), pending)
+
+    def add(self, layer, direction, state, part, grad, rows=None):
+        if self.closed:
+            return
+        self.received = True
+        self.series[(layer, direction, state)].add(part, grad, rows, self)
+
+    def probe_fired(self, layer, direction, state):
+        if not self.closed:
+            self.series[(layer, direction, state)].probe_fired(self)
+
+    def add_final(self, part, state, grad):
+        """Gradient of the final state as the user sees it: (layers*directions, B, S) in the
+        user's (unsorted) batch order."""
+        if self.closed:
+            return
+        if self.sorted_indices is not None:
+            grad = grad.index_select(1, self.sorted_indices)
+        n_dir = len(self.directions)
+        for layer in range(self.layers):
+            for d, direction in enumerate(self.directions):
+                self.add(layer, direction, state, part, grad[layer * n_dir + d],
+                         self.final_rows(direction))
+
+    def finish(self):
+        """Take the norms of every series not yet reduced; return [(series, sums)]."""
+        self.closed = True
+        out = []
+        if not self.received:
+            return out
+        for key, series in self.series.items():
+            series.reduce(self)
+            if series.sums is not None and not series.spoiled:
+                out.append((key, series.sums))
+        return out

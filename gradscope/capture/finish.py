@@ -1,0 +1,99 @@
+"""Turning a closed step into table rows: one device-to-host copy per device, then numpy/pandas."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradscope.records import frame
+
+
+def _to_host(tensors):
+    """Copy a list of float64 tensors to numpy with one transfer per device."""
+    by_device = {}
+    for index, tensor in enumerate(tensors):
+        by_device.setdefault(tensor.device, []).append(index)
+    out = [None] * len(tensors)
+    for indices in by_device.values():
+        flat = torch.cat([tensors[i].reshape(-1).to(torch.float64) for i in indices]).cpu().numpy()
+        start = 0
+        for i in indices:
+            size = tensors[i].numel()
+            out[i] = flat[start:start + size].reshape(tuple(tensors[i].shape))
+            start += size
+    return out
+
+
+def timestep_and_gate_tables(step):
+    """The ``timesteps`` and ``gates`` rows of a closed step."""
+    series, gates, tracks = [], [], []
+    for record in step.calls:
+        for key, sums in record.finish():
+            series.append((record, key, sums))
+        if record.received:
+            gates.extend((record, item) for item in record.gate_stats)
+    for track in step.tracks.values():
+        for key, sums in track.sums.items():
+            tracks.append((track, key, sums))
+    host = _to_host([s for _, _, s in series] + [g[4] for _, g in gates] + [s for _, _, s in tracks])
+    host_series = host[:len(series)]
+    host_gates = host[len(series):len(series) + len(gates)]
+    host_tracks = host[len(series) + len(gates):]
+
+    columns = {c: [] for c in ("step", "module", "cell", "call", "layer", "direction", "state", "t", "batch",
+                               "grad_norm", "carried_norm", "direct_norm", "nonfinite")}
+    for (record, (layer, direction, state), _), sums in zip(series, host_series):
+        batch = np.asarray(record.batch_sizes, dtype=np.float64)
+        n = record.T
+        columns["step"].append(np.full(n, step.number))
+        columns["module"].append([record.module] * n)
+        columns["cell"].append([record.cell] * n)
+        columns["call"].append(np.full(n, record.call))
+        columns["layer"].append(np.full(n, layer))
+        columns["direction"].append([direction] * n)
+        columns["state"].append([state] * n)
+        columns["t"].append(record.t_offset + np.arange(n))
+        columns["batch"].append(batch.astype(np.int64))
+        columns["grad_norm"].append(sums[0] / batch)
+        columns["carried_norm"].append(sums[1] / batch)
+        columns["direct_norm"].append(sums[2] / batch)
+        columns["nonfinite"].append(np.rint(sums[3]).astype(np.int64))
+    for (track, (state, t), _), sums in zip(tracks, host_tracks):
+        batch = track.batch[(state, t)]
+        for name, value in (("step", [step.number]), ("module", [track.label]), ("cell", ["track"]),
+                            ("call", [0]), ("layer", [0]), ("direction", ["forward"]), ("state", [state]),
+                            ("t", [t]), ("batch", [batch]), ("grad_norm", [sums[0] / batch]),
+                            ("carried_norm", [np.nan]), ("direct_norm", [np.nan]),
+                            ("nonfinite", [int(round(sums[1]))])):
+            columns[name].append(value)
+    if columns["step"]:
+        data = {k: np.concatenate([np.asarray(v, dtype=object if k in ("module", "cell", "direction", "state")
+                                              else None) for v in vs]) for k, vs in columns.items()}
+        timesteps = pd.DataFrame(data)
+        timesteps = timesteps.sort_values(["module", "call", "layer", "direction", "state", "t"], kind="stable")
+        timesteps = frame("timesteps", timesteps.astype({
+            "step": "int64", "call": "int64", "layer": "int64", "t": "int64", "batch": "int64",
+            "nonfinite": "int64", "grad_norm": "float64", "carried_norm": "float64", "direct_norm": "float64"}))
+    else:
+        timesteps = frame("timesteps")
+
+    gate_rows = []
+    for (record, (layer, direction, gate, activation, _)), stats in zip(gates, host_gates):
+        count = stats[0]
+        gate_rows.append({
+            "step": step.number, "module": record.module, "call": record.call, "layer": layer,
+            "direction": direction, "gate": gate, "activation": activation, "count": int(count),
+            "mean": stats[1] / count if count else np.nan,
+            "low": stats[2] / count if count else np.nan,
+            "high": stats[3] / count if count else np.nan,
+        })
+    return timesteps, frame("gates", gate_rows)
+
+
+def first_records(step):
+    """The first call record of each module in the step that received gradients (its weights
+    stand for the module's weights in this step)."""
+    out = {}
+    for record in step.calls:
+        if record.weights and record.module not in out:
+            out[record.module] = record
+    return out

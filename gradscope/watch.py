@@ -1,0 +1,355 @@
+"""``gradscope.watch``: the Scope that watches a model while it trains.
+
+The Scope finds the recurrent parts, swaps their forward for the exact route while a recorded
+step runs (and back on exit, by exception too), counts steps, and turns each closed step into
+table rows (in memory, and streamed to ``run_dir`` when given).
+"""
+
+import warnings
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from gradscope.capture.custom import exact_custom_forward
+from gradscope.capture.discover import find_parts
+from gradscope.capture.finish import timestep_and_gate_tables
+from gradscope.capture.links import LinkTable
+from gradscope.capture.patch import ForwardPatch, watched_by
+from gradscope.capture.steps import StepClock
+from gradscope.capture.stock_cells import exact_cell_forward
+from gradscope.capture.track import track as _track
+from gradscope.capture.unroll import exact_module_forward
+from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
+from gradscope.records import SCHEMA_VERSION, TABLES, frame
+
+MODES = ("exact", "fast")
+
+
+class AlreadyWatchedError(RuntimeError):
+    """The model (or one of its recurrent parts) is already being watched by another Scope."""
+
+
+def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
+    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop())."""
+    return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
+                 run_dir=run_dir, name=name)
+
+
+class _Capture:
+    """What the capture routes see of the Scope during one forward call of a recorded step."""
+
+    gate_stats = True
+
+    def __init__(self, scope, step):
+        self.scope = scope
+        self.step = step
+        self.links = scope._links
+        self.jacobians = scope._jacobians
+        self.records = []
+
+    def add_call(self, record):
+        self.records.append(record)
+        self.step.calls.append(record)
+
+    def hook(self, tensor, fn):
+        self.scope._hook(self.step, tensor, fn)
+
+    def probe(self, leaf, record, layer, direction, state, part, rows):
+        def fire(grad):
+            record.add(layer, direction, state, part, grad, rows)
+            record.probe_fired(layer, direction, state)
+
+        self.hook(leaf, fire)
+
+    def returned_state(self, record, state, internal, cell, squeeze):
+        """The copy of a final state that the user gets: its hook sees only the user's uses."""
+        user = (internal.squeeze(0 if cell else 1) if squeeze else internal).clone()
+        size = internal.shape[-1]
+        if cell:
+            self.hook(user, lambda g: record.add_final("direct", state, g.reshape(1, -1, size)))
+        else:
+            self.hook(user, lambda g: record.add_final("direct", state, g.unsqueeze(1) if squeeze else g))
+        self.links.add(user, record, internal, state)
+        return user
+
+    def abandon(self):
+        for record in self.records:
+            record.closed = True
+            if record in self.step.calls:
+                self.step.calls.remove(record)
+
+
+class Scope:
+    """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
+
+    def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
+                 run_dir=None, name=None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"gradscope.watch(every={every!r}): every must be a whole number >= 1 "
+                             "(1 records every step, 10 records steps 0, 10, 20, ...)")
+        if mode not in MODES:
+            raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
+        if mode == "fast":
+            raise NotImplementedError(
+                "gradscope.watch(mode='fast') is not available in this version; use mode='exact' "
+                "(the default) and every=N to record only every N-th step")
+        if isinstance(cells, (nn.Module, str)):
+            cells = (cells,)
+        self.model = model
+        self.every = every
+        self.mode = mode
+        self.name = name if name is not None else type(model).__name__
+        self._weights = self._check_weights(weights)
+        self._jacobians = bool(jacobians)
+        self._run_dir = run_dir
+        self._parts = find_parts(model, cells)
+        if not self._parts and not self._weights:
+            raise NoRecurrentModuleError(
+                f"gradscope.watch: found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
+                f"{type(model).__name__}, and no cells= or weights= were given. For a custom cell module "
+                "called once per time step, pass watch(model, cells=[model.my_cell]) (or its qualified name). "
+                "For a hand-written loop over raw Parameters, pass weights={'W_hh': W_hh} and mark each new "
+                "state with h = scope.track(h, 'label').")
+        self._patches = []
+        self._links = LinkTable()
+        self._clock = StepClock(every, self._on_close)
+        self._active = False
+        self._tables = {table: [] for table in TABLES}
+        self._values = []
+        self._cache = {}
+        self._writer = None
+        self._warned = set()
+        self.meta = self._make_meta()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start(self):
+        if self._active:
+            raise RuntimeError("this Scope is already started")
+        for part in self._parts:
+            other = watched_by(part.module)
+            if other is not None:
+                raise AlreadyWatchedError(
+                    f"gradscope.watch: {part.name or '<root>'} ({type(part.module).__name__}) is already watched by "
+                    f"the scope {other.name!r}; stop that scope first (leave its with-block or call scope.stop())")
+        try:
+            if self._run_dir is not None and self._writer is None:
+                from gradscope.store import RunWriter
+
+                self._writer = RunWriter(self._run_dir, self.meta)
+            for part in self._parts:
+                self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
+        except BaseException:
+            self._unpatch()
+            raise
+        self._active = True
+        return self
+
+    def stop(self):
+        """Put every watched module back exactly as it was; keep what was recorded."""
+        self._active = False
+        self._unpatch()
+        self._links.clear()
+        self._clock.discard()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self
+
+    def _unpatch(self):
+        for patch in reversed(self._patches):
+            patch.remove()
+        self._patches = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop()
+        return False
+
+    # ---- hand-written loops -----------------------------------------------------------------
+    def track(self, value, label):
+        """Mark ``value`` (h, or (h, c)) as the next time step of ``label``; returns ``value``."""
+        if not self._capturing():
+            return value
+        ctx = _Capture(self, self._clock.open())
+        return _track(ctx, value, label)
+
+    # ---- the tables -------------------------------------------------------------------------
+    def timesteps(self):
+        return self._table("timesteps")
+
+    def spectra(self):
+        return self._table("spectra")
+
+    def jacobians(self):
+        return self._table("jacobians")
+
+    def lyapunov(self):
+        return self._table("lyapunov")
+
+    def gates(self):
+        return self._table("gates")
+
+    def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
+        """Full singular values and complex eigenvalues of one weight block at a recorded step."""
+        from gradscope.spectra import pick_spectrum
+
+        return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
+
+    @property
+    def steps(self):
+        """How many steps have closed (recorded or not)."""
+        return self._clock.count
+
+    def _table(self, table):
+        if table not in self._cache:
+            parts = [f for f in self._tables[table] if len(f)]
+            self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
+        return self._cache[table].copy()
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _capturing(self):
+        return self._active and torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+    def _forward_for(self, part, original):
+        scope = self
+
+        def forward(*args, **kwargs):
+            if not scope._capturing() or not _needs_grad(part.module, args, kwargs):
+                return original(*args, **kwargs)
+            step = scope._clock.open()
+            if not step.recorded:
+                out = original(*args, **kwargs)
+                scope._watch_outputs(step, out)
+                return out
+            ctx = _Capture(scope, step)
+            try:
+                if part.kind == "module":
+                    return exact_module_forward(ctx, part.name, part.module, *args, **kwargs)
+                if part.kind == "cell":
+                    return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
+                return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)
+            except Exception as err:
+                ctx.abandon()
+                out = original(*args, **kwargs)  # bad input raises the module's own error here
+                scope._warn(("fallback", part.name), (
+                    f"gradscope: could not step {part.name or '<root>'} ({type(part.module).__name__}) exactly "
+                    f"({type(err).__name__}: {err}); this call ran the module's own code and is not recorded."))
+                scope._watch_outputs(step, out)
+                return out
+
+        setattr(forward, ForwardPatch.MARK, scope)
+        return forward
+
+    def _hook(self, step, tensor, fn):
+        scope = self
+
+        def on_grad(grad):
+            if step.closed or not scope._active:
+                return
+            try:
+                fn(grad)
+            except Exception as err:  # never break the user's backward pass
+                scope._warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
+                                                           f"({type(err).__name__}: {err})")
+            scope._clock.reached(step)
+
+        tensor.register_hook(on_grad)
+
+    def _watch_outputs(self, step, out):
+        """On a step that is not recorded, learn only when backward has gone through it."""
+        for tensor in _tensors_in(out):
+            if tensor.requires_grad:
+                self._hook(step, tensor, lambda g: None)
+
+    def _on_close(self, step):
+        try:
+            self._links.clear()
+            if not step.recorded:
+                return
+            timesteps, gates = timestep_and_gate_tables(step)
+            tables = {"timesteps": timesteps, "gates": gates}
+            from gradscope.capture.measure import weight_and_jacobian_tables
+
+            extra, values = weight_and_jacobian_tables(step, self)
+            tables.update(extra)
+            for table, df in tables.items():
+                self._tables[table].append(df)
+            self._values.extend(values)
+            self._cache.clear()
+            if self._writer is not None:
+                self._writer.write_step(step.number, tables, values)
+        except Exception as err:
+            self._warn(("close", type(err).__name__), f"gradscope: step {step.number} could not be recorded "
+                                                       f"({type(err).__name__}: {err})")
+
+    def _warn(self, key, message):
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(message, GradscopeWarning, stacklevel=2)
+
+    @staticmethod
+    def _check_weights(weights):
+        if weights is None:
+            return {}
+        if not isinstance(weights, dict):
+            raise TypeError("gradscope.watch(weights=...): expected a dict {label: tensor, Parameter or "
+                            f"zero-argument callable}}, got {type(weights).__name__}")
+        for label, value in weights.items():
+            if not isinstance(label, str):
+                raise TypeError(f"gradscope.watch(weights=...): labels must be str, got {label!r}")
+            if not (isinstance(value, torch.Tensor) or callable(value)):
+                raise TypeError(f"gradscope.watch(weights={{{label!r}: ...}}): expected a tensor, Parameter or "
+                                f"zero-argument callable, got {type(value).__name__}")
+        return dict(weights)
+
+    def _make_meta(self):
+        modules = {}
+        for part in self._parts:
+            m = part.module
+            if part.kind == "module":
+                from gradscope.cells import cell_kind
+
+                modules[part.name] = {
+                    "cell": cell_kind(m), "kind": "module", "layers": m.num_layers,
+                    "directions": ["forward", "reverse"] if m.bidirectional else ["forward"],
+                    "hidden_size": m.hidden_size, "proj_size": m.proj_size}
+            elif part.kind == "cell":
+                from gradscope.cells import cell_kind
+
+                modules[part.name] = {"cell": cell_kind(m), "kind": "cell", "layers": 1,
+                                      "directions": ["forward"], "hidden_size": m.hidden_size, "proj_size": 0}
+            else:
+                modules[part.name] = {"cell": type(m).__name__, "kind": "custom", "layers": 1,
+                                      "directions": ["forward"], "hidden_size": None, "proj_size": 0}
+        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": self.every,
+                "jacobians": self._jacobians, "modules": modules, "weights": sorted(self._weights)}
+
+    def __repr__(self):
+        state = "watching" if self._active else "stopped"
+        return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps} steps>"
+
+
+def _tensors_in(value):
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, PackedSequence):
+        yield value.data
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors_in(item)
+
+
+def _needs_grad(module, args, kwargs):
+    for value in list(args) + list(kwargs.values()):
+        for tensor in _tensors_in(value):
+            if tensor.requires_grad:
+                return True
+    return any(p.requires_grad for p in module.parameters())
