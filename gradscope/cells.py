@@ -97,7 +97,8 @@ def module_weights(module, layer=0, direction="forward"):
     parametrizations and weight-drop wrappers (which set a new tensor per forward) are honoured.
     Keys: w_ih, w_hh, b_ih, b_hh, w_hr (missing ones are None)."""
     if isinstance(module, torch.nn.RNNCellBase):
-        names = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+        names = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+                 "w_hr": "weight_hr"}  # cells have no projection: w_hr is None
     else:
         sfx = f"_l{layer}" + ("_reverse" if direction == "reverse" else "")
         names = {k: v + sfx for k, v in

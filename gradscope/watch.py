@@ -63,15 +63,34 @@ class _Capture:
         self.hook(leaf, fire)
 
     def returned_state(self, record, state, internal, cell, squeeze):
-        """The copy of a final state that the user gets: its hook sees only the user's uses."""
+        """The final state as the user gets it: a copy, so that its hook sees all of the user's
+        uses and nothing of gradscope's own (the gradient of every use: the direct part plus,
+        when the user passes it on to the next call, the carried part that call subtracts)."""
         user = (internal.squeeze(0 if cell else 1) if squeeze else internal).clone()
         size = internal.shape[-1]
         if cell:
             self.hook(user, lambda g: record.add_final("direct", state, g.reshape(1, -1, size)))
         else:
             self.hook(user, lambda g: record.add_final("direct", state, g.unsqueeze(1) if squeeze else g))
-        self.links.add(user, record, internal, state)
+        self.links.add(user, record, state)
         return user
+
+    def continue_sequence(self, links, tensors, to_final_layout):
+        """Add a zero probe to each initial state that continues an earlier call. Its gradient is
+        the part carried into that call's last step; it is moved from that step's direct part
+        (where the returned tensor's hook put it, with all other uses) to its carried part."""
+        out = []
+        for link, tensor in zip(links, tensors):
+            probe = torch.zeros_like(tensor, requires_grad=True)
+
+            def fire(g, prev=link.record, state=link.state):
+                g = to_final_layout(g)
+                prev.add_final("carried", state, g)
+                prev.add_final("direct", state, -g)
+
+            self.hook(probe, fire)
+            out.append(tensor + probe)
+        return out
 
     def abandon(self):
         for record in self.records:

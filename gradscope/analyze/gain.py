@@ -20,23 +20,27 @@ def joint_state(rows: pd.DataFrame) -> pd.DataFrame:
     approximation of the batch-mean norm of the joint gradient (exact for batch size 1). A
     NaN or Inf in any state makes the joint value NaN/Inf; nonfinite and batch take the max.
     """
-    squared = rows[KEYS].copy()
+    values = rows[KEYS].copy()
     for column in ("grad_norm", "carried_norm", "direct_norm"):
-        squared[column] = rows[column].to_numpy(dtype=float) ** 2
-    squared["batch"] = rows["batch"].to_numpy()
-    squared["nonfinite"] = rows["nonfinite"].to_numpy()
-    grouped = squared.groupby(KEYS, sort=True)
-    # sum(min_count=...) would drop NaN: propagate it instead, a NaN state poisons the joint
-    joint = grouped[["grad_norm", "carried_norm", "direct_norm"]].agg(_sum_keep_nan)
-    joint = np.sqrt(joint)
-    joint["batch"] = grouped["batch"].max()
-    joint["nonfinite"] = grouped["nonfinite"].max()
+        values[column] = rows[column].to_numpy(dtype=float)
+    values["batch"] = rows["batch"].to_numpy()
+    values["nonfinite"] = rows["nonfinite"].to_numpy()
+    norms = ["grad_norm", "carried_norm", "direct_norm"]
+    if not values.duplicated(KEYS).any():  # one state (RNN, GRU): nothing to combine
+        joint = values.sort_values(KEYS)
+    else:
+        squared = values.copy()
+        squared[norms] = squared[norms] ** 2
+        grouped = squared.groupby(KEYS, sort=True)
+        joint = np.sqrt(grouped[norms].sum())
+        # groupby sum skips NaN: a NaN in any state must poison the joint value instead
+        poisoned = values[norms].isna().groupby([values[k] for k in KEYS], sort=True).any()
+        joint = joint.mask(poisoned.to_numpy())
+        joint["batch"] = grouped["batch"].max()
+        joint["nonfinite"] = grouped["nonfinite"].max()
+        joint = joint.reset_index()
     return joint.rename(columns={"grad_norm": "total", "carried_norm": "carried",
-                                 "direct_norm": "direct"}).reset_index()
-
-
-def _sum_keep_nan(values):
-    return values.to_numpy(dtype=float).sum()
+                                 "direct_norm": "direct"}).reset_index(drop=True)
 
 
 def pair_ratios(joint: pd.DataFrame, direction: str, norm_floor: float) -> pd.DataFrame:

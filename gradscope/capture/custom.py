@@ -2,9 +2,10 @@
 among its inputs, returning the new state (a tensor, or a tuple whose first item is h).
 
 gradscope cannot re-derive a custom cell's math, so it measures at the cell's boundary: the
-state the cell returns is handed to the user as a copy (hook: the direct part), and when that
-copy comes back as an input of the next call it is swapped for the internal state plus a zero
-probe (its gradient: the carried part). Only h is measured; the rest of a tuple passes through.
+state the cell returns is handed to the user as a copy (its hook: the gradient of all uses), and
+when that copy comes back as an input of the next call a zero probe is added to it (its
+gradient: the carried part; the rest is the direct part). Only h is measured; the rest of a
+tuple passes through untouched.
 """
 
 import torch
@@ -13,7 +14,7 @@ from gradscope.capture.accumulate import CallRecord
 
 
 def exact_custom_forward(ctx, name, module, original, args, kwargs):
-    args, kwargs, link, probe = _continue_sequence(ctx, name, args, kwargs)
+    args, kwargs, link = _continue_sequence(ctx, name, args, kwargs)
     out = original(*args, **kwargs)
     h = out if isinstance(out, torch.Tensor) else (out[0] if isinstance(out, (tuple, list)) and out else None)
     if not isinstance(h, torch.Tensor) or h.dim() == 0:
@@ -29,8 +30,6 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
                         {"h": size}, h.device)
     record.add_series(0, "forward", "h", pending=0)
     ctx.add_call(record)
-    if link is not None:
-        ctx.hook(probe, lambda g, prev=link.record: prev.add_final("carried", "h", g.reshape(1, -1, g.shape[-1])))
     user_h = ctx.returned_state(record, "h", h, cell=True, squeeze=False)
     if isinstance(out, torch.Tensor):
         return user_h
@@ -38,7 +37,7 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
 
 
 def _continue_sequence(ctx, name, args, kwargs):
-    """Swap the first input that is this cell's earlier returned state for internal + probe."""
+    """Add a probe to the first input that is the state this cell returned in its last call."""
     found = {}
 
     def swap(value):
@@ -47,9 +46,8 @@ def _continue_sequence(ctx, name, args, kwargs):
         if isinstance(value, torch.Tensor):
             link = ctx.links.get(value)
             if link is not None and link.record.module == name and link.state == "h":
-                probe = torch.zeros_like(link.internal, requires_grad=True)
-                found["link"], found["probe"] = link, probe
-                return (link.internal + probe).reshape(value.shape)
+                found["link"] = link
+                return ctx.continue_sequence([link], [value], lambda g: g.reshape(1, -1, g.shape[-1]))[0]
             return value
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             first = swap(value[0])
@@ -60,4 +58,4 @@ def _continue_sequence(ctx, name, args, kwargs):
 
     args = tuple(swap(a) for a in args)
     kwargs = {k: swap(v) for k, v in kwargs.items()}
-    return args, kwargs, found.get("link"), found.get("probe")
+    return args, kwargs, found.get("link")

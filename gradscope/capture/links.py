@@ -1,22 +1,21 @@
 """Which returned state tensors came from which call, so the next call can continue the sequence.
 
-When a watched part returns its final state, the user gets a copy (``clone``) while gradscope
-keeps the internal tensor. If the user passes that copy back as the next call's initial state,
-the next call reads the internal tensor plus a zero probe instead: the probe's gradient is then
-exactly the part carried back into the previous call's last step, and the user's copy receives
-only the gradient of the user's other uses (the direct part). Entries die with the user's
-tensor (weak references), so a forward that never sees a backward keeps no graph alive.
+When a watched part returns its final state, a hook on the returned tensor sees the gradient of
+all its uses. If the user passes it back as the next call's initial state, the next call adds a
+zero probe to it: the probe's gradient is exactly the part carried back into the previous call's
+last step, and the rest (all uses minus that one) is the direct part. The user's tensors and
+their gradients stay exactly as without gradscope. Entries hold only weak references, so a
+forward that never sees a backward keeps nothing alive.
 """
 
 import weakref
 
 
 class Link:
-    __slots__ = ("record", "internal", "state", "ref")
+    __slots__ = ("record", "state", "ref")
 
-    def __init__(self, record, internal, state, ref):
+    def __init__(self, record, state, ref):
         self.record = record
-        self.internal = internal
         self.state = state
         self.ref = ref
 
@@ -25,7 +24,7 @@ class LinkTable:
     def __init__(self):
         self._links = {}
 
-    def add(self, user_tensor, record, internal, state):
+    def add(self, user_tensor, record, state):
         key = id(user_tensor)
         table = self._links
 
@@ -34,7 +33,7 @@ class LinkTable:
             if link is not None and link.ref is _ref:
                 del table[key]
 
-        self._links[key] = Link(record, internal, state, weakref.ref(user_tensor, forget))
+        self._links[key] = Link(record, state, weakref.ref(user_tensor, forget))
 
     def get(self, tensor):
         link = self._links.get(id(tensor))

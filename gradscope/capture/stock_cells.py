@@ -1,8 +1,8 @@
 """The exact route for nn.RNNCell / nn.GRUCell / nn.LSTMCell stepped in a user's loop.
 
 Each call is one time step: the same math as ATen's cells, on the module's own weights, with the
-LSTM probe where c_t enters h_t. The returned state is a copy whose hook gives the direct part;
-a next call that receives it continues the sequence and measures the carried part.
+LSTM probe where c_t enters h_t. The returned state is a copy whose hook sees all of the user's
+uses; a next call that receives it continues the sequence and measures the carried part.
 """
 
 import torch
@@ -25,11 +25,7 @@ def exact_cell_forward(ctx, name, module, input, hx=None):
     batch = input.shape[0]
 
     links = ctx.links.find(hx, name)
-    if links is not None:
-        internals = [link.internal for link in links]
-        probes = [torch.zeros_like(t, requires_grad=True) for t in internals]
-        states_in = [t + p for t, p in zip(internals, probes)]
-    elif hx is None:
+    if hx is None:
         zeros = torch.zeros(batch, module.hidden_size, dtype=input.dtype, device=input.device)
         states_in = [zeros, zeros] if is_lstm else [zeros]
     else:
@@ -39,6 +35,8 @@ def exact_cell_forward(ctx, name, module, input, hx=None):
                 raise ValueError(f"{label}: Expected hidden{f'[{index}]' if is_lstm else ''} to be 1D or 2D, "
                                  f"got {value.dim()}D instead")
         states_in = given if is_batched else [v.unsqueeze(0) for v in given]
+    if links is not None:  # the user passed on the state an earlier call returned: same sequence
+        states_in = ctx.continue_sequence(links, states_in, lambda g: g.reshape(1, -1, g.shape[-1]))
 
     if links is not None:
         previous = links[0].record
@@ -48,9 +46,6 @@ def exact_cell_forward(ctx, name, module, input, hx=None):
     states = {"h": module.hidden_size, "c": module.hidden_size} if is_lstm else {"h": module.hidden_size}
     record = CallRecord(name, kind, call_index, t_offset, [batch], 1, ("forward",), states, input.device)
     ctx.add_call(record)
-    if links is not None:
-        for state, probe in zip(states, probes):
-            ctx.hook(probe, lambda g, st=state, prev=links[0].record: prev.add_final("carried", st, g.unsqueeze(0)))
 
     weights = module_weights(module)
     record.weights[(0, "forward")] = {k: (v.detach() if v is not None else None) for k, v in weights.items()}

@@ -55,16 +55,9 @@ def exact_module_forward(ctx, name, module, input, hx=None):
         x_flat = seq.reshape(steps * batch, seq.shape[2])
         batch_sizes = sorted_indices = unsorted_indices = None
 
-    # --- initial state, continuing an earlier call when the user passed its final state ----
+    # --- initial state ------------------------------------------------------------------------
     links = ctx.links.find(hx, name)
-    chain_probes = None
-    if links is not None:
-        internals = [link.internal for link in links]
-        chain_probes = [torch.zeros_like(t, requires_grad=True) for t in internals]
-        hx = tuple(t + p for t, p in zip(internals, chain_probes))
-        if not is_lstm:
-            hx = hx[0]
-    elif hx is None:
+    if hx is None:
         zeros_h = torch.zeros(layers * n_dir, batch, size_h, dtype=x_flat.dtype, device=x_flat.device)
         hx = (zeros_h, torch.zeros(layers * n_dir, batch, module.hidden_size, dtype=x_flat.dtype,
                                    device=x_flat.device)) if is_lstm else zeros_h
@@ -79,6 +72,9 @@ def exact_module_forward(ctx, name, module, input, hx=None):
             parts = tuple(p.unsqueeze(1) for p in parts)
         hx = parts if is_lstm else parts[0]
     module.check_forward_args(checked_input, hx, batch_sizes)
+    if links is not None:  # the user passed on the final state of an earlier call: same sequence
+        parts = ctx.continue_sequence(links, hx if is_lstm else (hx,), lambda g: g)
+        hx = tuple(parts) if is_lstm else parts[0]
     if sorted_indices is not None:
         hx = module.permute_hidden(hx, sorted_indices)
     h0_all, c0_all = (hx[0], hx[1]) if is_lstm else (hx, None)
@@ -93,9 +89,6 @@ def exact_module_forward(ctx, name, module, input, hx=None):
     record = CallRecord(name, kind, call_index, t_offset, bs, layers, directions, states,
                         x_flat.device, sorted_indices=sorted_indices)
     ctx.add_call(record)
-    if chain_probes is not None:
-        for state, probe in zip(states, chain_probes):
-            ctx.hook(probe, lambda g, st=state, prev=links[0].record: prev.add_final("carried", st, g))
 
     # --- layers ------------------------------------------------------------------------------
     finals_h, finals_c = [], []

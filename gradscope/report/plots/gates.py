@@ -1,0 +1,43 @@
+"""Gate saturation at the last step: the share of activations stuck near a bound, where the
+derivative (and so the gradient through that gate) is almost zero."""
+
+import numpy as np
+
+from gradscope.report.plots import style
+from gradscope.report.plots.base import Plot, part_label
+
+MAX_ROWS = 40
+DEFAULT_SATURATION_SHARE = 0.5  # Rules.saturation_share default; drawn as a guide
+
+
+def figures(run):
+    rows = run.gates
+    if rows.empty:
+        return
+    step = int(rows["step"].max())
+    grouped = (rows.groupby(["module", "layer", "direction", "gate", "activation"], sort=False)
+               [["low", "high"]].mean().reset_index())
+    grouped = grouped.head(MAX_ROWS)
+    labels = [style.text(f"{part_label(m, int(l), d, run.meta)} · {g} ({a})")
+              for m, l, d, g, a in grouped[["module", "layer", "direction", "gate", "activation"]].itertuples(index=False)]
+    low = grouped["low"].to_numpy(dtype=float)
+    high = np.nan_to_num(grouped["high"].to_numpy(dtype=float), nan=0.0)
+    y = np.arange(len(grouped))
+    fig, axes = style.new_figure(1, 1, width=9.0, height=1.6 + 0.3 * len(grouped), flexible=True)
+    ax = axes[0, 0]
+    ax.barh(y, low, color="#1f77b4", label="near lower bound (sigmoid 0, tanh -1, relu = 0)")
+    ax.barh(y, high, left=low, color="#ff7f0e", label="near upper bound (sigmoid 1, tanh +1)")
+    ax.axvline(DEFAULT_SATURATION_SHARE, color=style.ZERO_LINE, ls="--", lw=1,
+               label="saturated above (default Rules.saturation_share)")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of activations within 0.05 of a bound (0–1)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(style.text(f"{run.name}: gate saturation (training step {step})"), fontsize=11)
+    yield Plot("gates", "run", "Gate saturation",
+               "For each gate, the share of activations within 0.05 of the lower (blue) and upper "
+               "(orange) bound at the last recorded step. A saturated gate passes almost no gradient "
+               "to its own weights; a forget gate near 1, though, is what keeps an LSTM's gradient alive.",
+               fig)

@@ -1,0 +1,134 @@
+"""log10 of the total gradient norm over training step x time step: does the gradient reach
+back further, or less far, as training goes on?"""
+
+import numpy as np
+
+from gradscope.report.plots import style
+from gradscope.report.plots.base import MAX_MODULES, Plot, grid, module_label, part_label
+from gradscope.report.sources import evenly_spaced
+
+MAX_T = 400  # columns a figure can show; longer sequences are sampled evenly
+
+
+def log_matrix(rows):
+    """(steps, ts, matrix) of log10 grad_norm, mean over calls; non-finite cells NaN, zeros -inf."""
+    table = rows.groupby(["step", "t"], sort=True)["grad_norm"].mean().unstack("t")
+    ts = evenly_spaced(table.columns.to_numpy(), MAX_T)
+    table = table[ts]
+    values = table.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(values)
+    logs[~np.isfinite(values)] = np.nan
+    return table.index.to_numpy(), np.asarray(ts), logs
+
+
+def color_range(matrices):
+    finite = np.concatenate([m[np.isfinite(m)].ravel() for m in matrices] or [np.zeros(0)])
+    if finite.size == 0:
+        return -1.0, 1.0
+    low, high = np.percentile(finite, [1, 99])
+    if high - low < 1e-6:
+        low, high = low - 0.5, high + 0.5
+    return float(low), float(high)
+
+
+def edges(centres):
+    """Cell edges around sorted centres, so irregularly spaced steps keep their place."""
+    centres = np.asarray(centres, dtype=float)
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    mid = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[centres[0] - (mid[0] - centres[0])], mid,
+                           [centres[-1] + (centres[-1] - mid[-1])]])
+
+
+def _cmap():
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].copy()
+    cmap.set_bad("#e7298a")     # NaN / Inf: magenta, outside the colour scale
+    cmap.set_under("#000000")   # zero (log10 = -inf) and anything below the scale
+    return cmap
+
+
+def _draw(ax, steps, ts, logs, low, high):
+    clipped = np.where(np.isneginf(logs), low - 1.0, logs)
+    return ax.pcolormesh(edges(ts), edges(steps), np.ma.masked_invalid(clipped), cmap=_cmap(),
+                         vmin=low, vmax=high, shading="flat", rasterized=True)
+
+
+def figures(run):
+    rows = run.history
+    if rows.empty or rows["step"].nunique() < 2:
+        return  # one step: nothing to show over training
+    for module in run.modules()[:MAX_MODULES]:
+        part = rows[rows["module"] == module]
+        if part.empty:
+            continue
+        layers, cols = grid(part, module, states=True)
+        panels = {}
+        for r, layer in enumerate(layers):
+            for c, (direction, state) in enumerate(cols):
+                sel = part[(part["layer"] == layer) & (part["direction"] == direction) & (part["state"] == state)]
+                if not sel.empty:
+                    panels[(r, c)] = (layer, direction, state, log_matrix(sel))
+        if not panels:
+            continue
+        low, high = color_range([p[3][2] for p in panels.values()])
+        fig, axes = style.new_figure(len(layers), len(cols), right=1.4)
+        mesh = None
+        for (r, c), (layer, direction, state, (steps, ts, logs)) in panels.items():
+            ax = axes[r, c]
+            mesh = _draw(ax, steps, ts, logs, low, high)
+            ax.set_title(style.text(part_label(module, layer, direction, run.meta, with_module=False)
+                                    + f" · state {state}"), fontsize=10)
+            ax.set_xlabel("time step t (input position)")
+            ax.set_ylabel("training step")
+        style.hide_unused(axes, set(panels))
+        style.colorbar(fig, mesh, "log10 ‖∂L/∂state_t‖ (total)")
+        shown = len(np.unique(part["step"]))
+        fig.suptitle(style.text(f"{module_label(module)}: log10 gradient norm over training "
+                                f"({shown} of {len(run.steps)} recorded steps shown)"), fontsize=11)
+        yield Plot("heatmap", module, f"Gradient over training — {module_label(module)}",
+                   "Each row is one recorded training step, each column a time step t; colour is "
+                   "log10 of the total gradient norm. Dark toward early t: the gradient does not "
+                   "reach that far back. Magenta cells are NaN/Inf, black cells are exactly zero.",
+                   fig)
+
+
+def compare_figures(runs):
+    """One column per run (first module, forward direction, state h), one shared colour scale."""
+    panels = []
+    for run in runs:
+        rows = run.history
+        if rows.empty or rows["step"].nunique() < 2:
+            continue
+        module = next((m for m in run.modules() if (rows["module"] == m).any()), None)
+        part = rows[(rows["module"] == module) & (rows["state"] == "h")]
+        direction = "forward" if (part["direction"] == "forward").any() else part["direction"].iloc[0]
+        for layer in sorted(int(v) for v in part["layer"].unique()):
+            sel = part[(part["layer"] == layer) & (part["direction"] == direction)]
+            panels.append((run, module, layer, direction, log_matrix(sel)))
+    if not panels:
+        return
+    names = list(dict.fromkeys(p[0].name for p in panels))
+    layers = sorted({p[2] for p in panels})
+    low, high = color_range([p[4][2] for p in panels])
+    fig, axes = style.new_figure(len(layers), len(names), width=4.4, right=1.4)
+    used = set()
+    mesh = None
+    for run, module, layer, direction, (steps, ts, logs) in panels:
+        r, c = layers.index(layer), names.index(run.name)
+        ax = axes[r, c]
+        mesh = _draw(ax, steps, ts, logs, low, high)
+        ax.set_title(style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}"), fontsize=10)
+        ax.set_xlabel("time step t")
+        ax.set_ylabel("training step")
+        used.add((r, c))
+    style.hide_unused(axes, used)
+    style.colorbar(fig, mesh, "log10 ‖∂L/∂h_t‖ (total)")
+    fig.suptitle("log10 gradient norm over training, runs side by side (one colour scale)", fontsize=11)
+    yield Plot("heatmap", "compare", "Gradient over training, runs side by side",
+               "Rows: recorded training steps; columns: time steps t; colour: log10 of the total "
+               "gradient norm on one scale shared by all runs. Magenta: NaN/Inf; black: zero.",
+               fig)

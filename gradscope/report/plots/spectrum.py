@@ -1,0 +1,145 @@
+"""Recurrent weight spectra at the last step: singular values per gate, and eigenvalues on the
+complex plane with the unit circle (outside it, a linearised recurrence grows)."""
+
+import numpy as np
+
+from gradscope.report.plots import style
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label
+
+MAX_PARTS = 8
+GATE_ORDER = ("hh", "r", "z", "n", "i", "f", "g", "o")
+
+
+def gates_of(spectra, module, layer, direction):
+    """Gate blocks recorded for one part; the stacked ``all`` matrix only when it is alone
+    (for gated cells it is not square and the per-gate blocks say more)."""
+    sel = spectra[(spectra["module"] == module) & (spectra["layer"] == layer)
+                  & (spectra["direction"] == direction)]
+    gates = ordered(sel["gate"], GATE_ORDER + ("all",))
+    return [g for g in gates if g != "all"] or gates
+
+
+def parts_of(spectra, module):
+    sel = spectra[spectra["module"] == module][["layer", "direction"]].drop_duplicates()
+    keys = sorted(((int(l), d) for l, d in sel.itertuples(index=False)),
+                  key=lambda k: (k[0], 0 if k[1] == "forward" else 1))
+    return keys[:MAX_PARTS]
+
+
+def draw_singular_values(ax, series):
+    """``series``: list of (label, color, singular values)."""
+    drawn = False
+    for label, color, values in series:
+        values = np.sort(np.asarray(values, dtype=float))[::-1]
+        if not len(style.positive_finite(values)):
+            continue
+        ax.plot(np.arange(1, len(values) + 1), values, color=color, lw=1.5,
+                marker=style.marker_for(values, few=40), ms=3, label=style.text(label))
+        drawn = True
+    if not drawn:
+        style.empty_note(ax, "no singular values stored")
+        return
+    ax.axhline(1.0, color=style.ZERO_LINE, ls="--", lw=1, label="σ = 1")
+    style.log_y(ax)
+    ax.set_xlabel("index i (largest first)")
+    ax.set_ylabel("singular value σ_i")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def draw_eigenvalues(ax, series):
+    drawn = False
+    radius = 1.0
+    for label, color, values in series:
+        values = np.asarray(values, dtype=complex)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            continue
+        ax.scatter(values.real, values.imag, s=12, color=color, alpha=0.75, label=style.text(label),
+                   edgecolors="none")
+        radius = max(radius, float(np.max(np.abs(values))))
+        drawn = True
+    if not drawn:
+        style.empty_note(ax, "no eigenvalues (block not square)")
+        return
+    angle = np.linspace(0, 2 * np.pi, 361)
+    ax.plot(np.cos(angle), np.sin(angle), color=style.ZERO_LINE, ls="--", lw=1, label="unit circle")
+    lim = radius * 1.08
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal", adjustable="box")
+    ax.axhline(0, color="#cccccc", lw=0.6)
+    ax.axvline(0, color="#cccccc", lw=0.6)
+    ax.set_xlabel("Re λ")
+    ax.set_ylabel("Im λ")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def part_series(run, module, layer, direction):
+    gates = gates_of(run.spectra, module, layer, direction)
+    sv, eig = [], []
+    for g, gate in enumerate(gates):
+        values = run.spectrum(module, layer, direction, gate)
+        if values is None:
+            continue
+        sv.append((f"gate {gate}", style.series_color(g), values["singular_values"]))
+        eig.append((f"gate {gate}", style.series_color(g), values["eigenvalues"]))
+    return sv, eig
+
+
+def figures(run):
+    spectra = run.spectra
+    if spectra.empty:
+        return
+    step = int(spectra["step"].max())
+    for module in run.modules()[:MAX_MODULES]:
+        parts = parts_of(spectra, module)
+        drawn = [(layer, direction, *part_series(run, module, layer, direction)) for layer, direction in parts]
+        drawn = [d for d in drawn if d[2] or d[3]]
+        if not drawn:
+            continue
+        fig, axes = style.new_figure(len(drawn), 2, width=4.8, height=3.4)
+        for r, (layer, direction, sv, eig) in enumerate(drawn):
+            label = style.text(part_label(module, layer, direction, run.meta, with_module=False))
+            draw_singular_values(axes[r, 0], sv)
+            axes[r, 0].set_title(f"{label}: singular values", fontsize=10)
+            draw_eigenvalues(axes[r, 1], eig)
+            axes[r, 1].set_title(f"{label}: eigenvalues", fontsize=10)
+        fig.suptitle(style.text(f"{module_label(module)}: recurrent weight spectra (training step {step})"),
+                     fontsize=11)
+        yield Plot("spectrum", module, f"Recurrent weight spectra — {module_label(module)}",
+                   "Left: singular values of each gate's recurrent weight block, largest first. For a "
+                   "tanh RNN, σ_max < 1 is enough for the gradient to vanish (Pascanu et al. 2013); "
+                   "σ_max > 1 is needed for it to explode. Right: eigenvalues on the complex plane; "
+                   "those outside the dashed unit circle grow under repetition. For gated cells the "
+                   "gates decide more than the weights: read the measured gain too.",
+                   fig)
+
+
+def compare_figures(runs):
+    """Per run, its first module's first part: singular values (top) and eigenvalues (bottom)."""
+    columns = []
+    for run in runs:
+        if run.spectra.empty:
+            continue
+        for module in run.modules():
+            parts = parts_of(run.spectra, module)
+            if parts:
+                layer, direction = parts[0]
+                sv, eig = part_series(run, module, layer, direction)
+                if sv or eig:
+                    columns.append((run, module, layer, direction, sv, eig))
+                    break
+    if not columns:
+        return
+    fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4)
+    for c, (run, module, layer, direction, sv, eig) in enumerate(columns):
+        label = style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}")
+        draw_singular_values(axes[0, c], sv)
+        axes[0, c].set_title(f"{label}: singular values", fontsize=9)
+        draw_eigenvalues(axes[1, c], eig)
+        axes[1, c].set_title(f"{label}: eigenvalues", fontsize=9)
+    fig.suptitle("Recurrent weight spectra, runs side by side (last recorded step)", fontsize=11)
+    yield Plot("spectrum", "compare", "Recurrent weight spectra, runs side by side",
+               "Top: singular values per gate of each run's first recurrent layer; bottom: its "
+               "eigenvalues against the unit circle.", fig)

@@ -1,0 +1,108 @@
+"""Shared look of every figure: sizes, layout, colours, safe labels, log axes.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (never pyplot), so nothing is
+registered globally and nothing needs closing; global rcParams are never touched.
+"""
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 100
+PANEL_WIDTH = 5.2   # inches per subplot column
+PANEL_HEIGHT = 3.0  # inches per subplot row
+
+# one colour per quantity, the same in every figure
+TOTAL = "#222222"
+CARRIED = "#1f77b4"
+DIRECT = "#ff7f0e"
+ZERO_LINE = "#888888"
+# one colour per run in comparisons, and per gate in spectra
+SERIES = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+          "#17becf", "#7f7f7f", "#bcbd22")
+
+
+def series_color(index):
+    return SERIES[index % len(SERIES)]
+
+
+def text(value):
+    """A label matplotlib draws verbatim: ``$`` would start mathtext (and an unbalanced one
+    fails at save time), so names from the model or the user get it escaped."""
+    return str(value).replace("\\", "\\\\").replace("$", r"\$")
+
+
+# fixed margins in inches: grid figures have short, known labels, so a fixed layout looks the
+# same as matplotlib's constrained layout at half the drawing time
+LEFT, RIGHT, BOTTOM, TOP = 0.85, 0.3, 0.6, 0.6
+WGAP, HGAP = 0.9, 0.85
+
+
+def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, **subplot_kw):
+    """A Figure and its axes as a 2-D array (rows x cols). Panels get ``width`` x ``height``
+    inches each (default PANEL_WIDTH x PANEL_HEIGHT) inside fixed margins; ``flexible``
+    uses constrained layout instead, for figures with long tick labels."""
+    pw, ph = (width or PANEL_WIDTH), (height or PANEL_HEIGHT)
+    if flexible:
+        fig = Figure(figsize=(pw * cols, ph * rows), dpi=DPI, layout="constrained")
+        return fig, fig.subplots(rows, cols, squeeze=False, **subplot_kw)
+    fw = LEFT + right + cols * pw + (cols - 1) * WGAP
+    fh = BOTTOM + TOP + rows * ph + (rows - 1) * HGAP
+    fig = Figure(figsize=(fw, fh), dpi=DPI)
+    axes = fig.subplots(rows, cols, squeeze=False, **subplot_kw)
+    fig.subplots_adjust(left=LEFT / fw, right=1 - right / fw, bottom=BOTTOM / fh, top=1 - TOP / fh,
+                        wspace=WGAP / pw, hspace=HGAP / ph)
+    return fig, axes
+
+
+def colorbar(fig, mappable, label):
+    """A colour bar in the right margin (make the figure with ``right=1.3``)."""
+    w, h = fig.get_size_inches()
+    cax = fig.add_axes([1 - 1.05 / w, BOTTOM / h, 0.18 / w, 1 - (BOTTOM + TOP) / h])
+    return fig.colorbar(mappable, cax=cax, label=label, extend="both")
+
+
+def log_y(ax):
+    # mask, not clip: a zero norm must leave a gap, not a spike to the bottom of the axis
+    ax.set_yscale("log", nonpositive="mask")
+
+
+def positive_finite(values):
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values) & (values > 0)]
+
+
+def marker_for(values, few=30):
+    """Draw points too when a curve has so few plottable values that a line would hide them."""
+    return "o" if len(positive_finite(values)) <= few else None
+
+
+def fmt(value, digits=3):
+    """A short human number: 3 significant digits, inf as ∞, NaN as n/a."""
+    if value is None:
+        return "n/a"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}g}"
+
+
+def hide_unused(axes, used):
+    """Switch off the axes of a grid that got no data (``used``: set of (row, col))."""
+    for r in range(axes.shape[0]):
+        for c in range(axes.shape[1]):
+            if (r, c) not in used:
+                axes[r, c].set_axis_off()
+
+
+def empty_note(ax, message):
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
+            color=ZERO_LINE, fontsize=9, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -1,0 +1,173 @@
+"""Turn what the user hands to ``report`` / ``compare`` into the tables a report draws.
+
+A source is a live ``Scope``, a loaded ``Run`` or a run folder (str or Path). A report never
+needs every row of a big run: the per-timestep curves and tables use the last recorded step,
+the heatmap and the histories at most ``MAX_HISTORY_STEPS`` steps spread evenly over training.
+When the source can read only some steps (``table(steps=[...])``, as a ``Run`` can), only those
+are read, which keeps memory bounded for runs of any length.
+"""
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradscope.records import TABLES, frame
+
+MAX_HISTORY_STEPS = 400
+
+
+def open_source(source):
+    """A Scope or Run as it is; a str or Path is loaded with ``gradscope.store.load``."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"run folder {str(path)!r} does not exist; pass the folder given to "
+                "gradscope.watch(..., run_dir=...), a loaded gradscope.load(...) run, or a Scope")
+        from gradscope.store import load
+
+        return load(path)
+    missing = [name for name in ("timesteps", "spectra") if not callable(getattr(source, name, None))]
+    if missing:
+        raise TypeError(
+            f"cannot report on a {type(source).__name__}: expected a gradscope Scope, a Run from "
+            "gradscope.load(run_dir), or the path of a run folder")
+    return source
+
+
+def evenly_spaced(values, limit):
+    """At most ``limit`` of the sorted ``values``, spread evenly, first and last included."""
+    values = np.asarray(values)
+    if len(values) <= limit:
+        return values
+    picks = np.unique(np.round(np.linspace(0, len(values) - 1, limit)).astype(int))
+    return values[picks]
+
+
+def recorded_steps(source):
+    """The sorted step numbers the source holds (read from the timesteps table if the source
+    cannot list them itself)."""
+    lister = getattr(source, "steps", None)
+    if callable(lister):
+        try:
+            steps = lister()
+        except TypeError:
+            steps = None
+        if steps is not None:
+            return np.unique(np.asarray(list(steps), dtype=np.int64))
+    return np.unique(read_table(source, "timesteps")["step"].to_numpy(dtype=np.int64))
+
+
+def read_table(source, table, steps=None):
+    """The rows of ``table`` (optionally only those of ``steps``) with exactly the records
+    columns; an empty frame when the source does not record that table."""
+    method = getattr(source, table, None)
+    if not callable(method):
+        return frame(table)
+    if steps is not None and _accepts_steps(method):
+        rows = method(steps=[int(s) for s in steps])
+    else:
+        rows = method()
+        if steps is not None and len(rows):
+            rows = rows[rows["step"].isin(np.asarray(steps))]
+    if rows is None or len(rows) == 0:
+        return frame(table)
+    missing = [c for c in TABLES[table] if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{type(source).__name__}.{table}() lacks the columns {missing} "
+                         "(see gradscope/records.py)")
+    return rows.reset_index(drop=True)
+
+
+def _accepts_steps(method):
+    try:
+        return "steps" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def last_step_rows(rows):
+    if rows.empty:
+        return rows
+    return rows[rows["step"] == rows["step"].max()].reset_index(drop=True)
+
+
+@dataclass
+class RunData:
+    """Everything one report draws for one run, read once."""
+
+    name: str
+    source: object
+    meta: dict
+    steps: np.ndarray                   # every recorded step number
+    history: pd.DataFrame               # timesteps rows of the sampled steps
+    last: pd.DataFrame                  # timesteps rows of the last recorded step
+    spectra: pd.DataFrame               # spectra rows of the sampled steps
+    jacobians: pd.DataFrame             # last recorded step
+    lyapunov: pd.DataFrame              # last recorded step
+    gates: pd.DataFrame                 # last recorded step
+    diagnosis: object
+    summary: pd.DataFrame
+    sampled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def modules(self):
+        """Module names in the order of meta (then any others seen in the tables)."""
+        names = list((self.meta.get("modules") or {}).keys())
+        for table in (self.last, self.spectra, self.jacobians, self.lyapunov):
+            if not table.empty:
+                names += [m for m in pd.unique(table["module"]) if m not in names]
+        return names
+
+    def module_meta(self, module):
+        return (self.meta.get("modules") or {}).get(module, {})
+
+    def spectrum(self, module, layer, direction, gate):
+        """The full spectrum of one weight block at the last step, or None if not stored."""
+        method = getattr(self.source, "spectrum", None)
+        if not callable(method):
+            return None
+        try:
+            values = method(module, layer=layer, direction=direction, gate=gate, step=-1)
+        except (KeyError, ValueError, IndexError, LookupError):
+            return None
+        if not values:
+            return None
+        return {"singular_values": np.asarray(values.get("singular_values", []), dtype=float),
+                "eigenvalues": np.asarray(values.get("eigenvalues", []), dtype=complex)}
+
+
+def collect(source, name=None, history_steps=MAX_HISTORY_STEPS):
+    """Read a source once into a RunData (running ``gradscope.analyze`` for the verdicts)."""
+    from gradscope.analyze import analyze
+
+    source = open_source(source)
+    meta = dict(getattr(source, "meta", None) or {})
+    name = str(name if name is not None else (getattr(source, "name", None) or meta.get("name") or "run"))
+    steps = recorded_steps(source)
+    sampled = evenly_spaced(steps, history_steps)
+    last = steps[-1:] if len(steps) else steps
+    history = read_table(source, "timesteps", sampled)
+    diagnosis = analyze(source)
+    return RunData(
+        name=name, source=source, meta=meta, steps=steps, sampled=sampled,
+        history=history, last=last_step_rows(history),
+        spectra=read_table(source, "spectra", sampled),
+        jacobians=last_step_rows(read_table(source, "jacobians", _with_last(sampled, last))),
+        lyapunov=last_step_rows(read_table(source, "lyapunov", _with_last(sampled, last))),
+        gates=last_step_rows(read_table(source, "gates", _with_last(sampled, last))),
+        diagnosis=diagnosis, summary=_summary(diagnosis),
+    )
+
+
+def _with_last(sampled, last):
+    # jacobians and the like are per step too; only the last one is drawn
+    return last if len(last) else sampled
+
+
+def _summary(diagnosis):
+    summary = diagnosis.summary() if callable(getattr(diagnosis, "summary", None)) else None
+    return summary if isinstance(summary, pd.DataFrame) else pd.DataFrame()
