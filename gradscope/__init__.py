@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "watch": "gradscope.watch",
-    "Scope": "gradscope.watch",
+    "watch": "gradscope.scope",
+    "Scope": "gradscope.scope",
     "NoRecurrentModuleError": "gradscope.errors",
     "GradscopeWarning": "gradscope.errors",
     "analyze": "gradscope.analyze",

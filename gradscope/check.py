@@ -30,7 +30,7 @@ def measure(model, step, steps=1):
     Raises ``NothingRecordedError`` when no step reached a watched module (so an empty
     measurement never passes as healthy); whatever ``step()`` raises passes through.
     """
-    from gradscope.watch import watch
+    from gradscope.scope import watch
 
     if not callable(step):
         raise TypeError(f"step must be a callable that runs one forward and backward pass, got {type(step).__name__}")

@@ -1,0 +1,215 @@
+"""The Scope's promises: the model is exactly as before on exit (by exception too), steps and
+``every``, no_grad passes through, clear errors, NaN counted without raising, no graph kept."""
+
+import copy
+import gc
+import warnings
+import weakref
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import gradscope
+from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
+from gradscope.scope import AlreadyWatchedError
+
+
+class Seq2One(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(3, 6, num_layers=2, batch_first=True)
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {name: (dict(m.__dict__.get("_forward_hooks", {})), dict(m._forward_pre_hooks), dict(m._backward_hooks),
+                    "forward" in m.__dict__) for name, m in model.named_modules()})
+
+
+def assert_restored(model, before, x, expected_out):
+    state, hooks = snapshot(model)
+    for key, value in before[0].items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    assert hooks == before[1]
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    torch.testing.assert_close(model(x), expected_out, rtol=0, atol=0)
+
+
+def test_exception_in_forward_restores_model():
+    torch.manual_seed(0)
+    model = Seq2One()
+    x = torch.randn(4, 5, 3)
+    before, expected = snapshot(model), model(x)
+    with pytest.raises(RuntimeError, match="boom"):
+        with gradscope.watch(model):
+            model(x)
+            raise RuntimeError("boom")
+    assert_restored(model, before, x, expected)
+
+
+def test_exception_in_backward_restores_model():
+    torch.manual_seed(0)
+    model = Seq2One()
+    x = torch.randn(4, 5, 3)
+    before, expected = snapshot(model), model(x)
+
+    def bad_hook(grad):
+        raise ValueError("bad backward")
+
+    with pytest.raises(ValueError, match="bad backward"):
+        with gradscope.watch(model):
+            y = model(x)
+            y.register_hook(bad_hook)
+            y.sum().backward()
+    assert_restored(model, before, x, expected)
+
+
+def test_bad_input_raises_pytorchs_own_error_and_restores():
+    model = nn.GRU(3, 4)
+    x = torch.randn(5, 2, 7)  # wrong feature size
+    with pytest.raises(RuntimeError) as watched_error:
+        with gradscope.watch(model):
+            model(x)
+    with pytest.raises(RuntimeError) as plain_error:
+        model(x)
+    assert str(watched_error.value) == str(plain_error.value)
+    assert "forward" not in model.__dict__
+
+
+def test_steps_every_and_no_grad():
+    torch.manual_seed(0)
+    model = Seq2One()
+    x = torch.randn(2, 4, 3)
+    with gradscope.watch(model, every=3) as scope:
+        for _ in range(7):
+            model(x).sum().backward()
+            with torch.no_grad():
+                model(x)  # evaluation: not a step
+            with torch.inference_mode():
+                model(x)
+    assert scope.steps == 7
+    assert sorted(set(scope.timesteps()["step"])) == [0, 3, 6]
+
+
+def test_unrecorded_steps_run_module_code_untouched():
+    model = nn.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    calls = []
+    original = type(model).forward
+
+    with gradscope.watch(model, every=2):
+        for step in range(2):
+            # step 1 is not recorded: the module's own forward runs
+            out, _ = model(x)
+            calls.append(out.grad_fn.name())
+            out.sum().backward()
+    assert "Cat" in calls[0] or "View" in calls[0]  # unrolled on the recorded step
+    assert type(model).forward is original
+
+
+def test_watching_twice_is_an_error():
+    model = nn.RNN(3, 4)
+    with gradscope.watch(model):
+        with pytest.raises(AlreadyWatchedError, match="already watched"):
+            gradscope.watch(model).start()
+    with gradscope.watch(model):  # fine again once the first scope stopped
+        pass
+
+
+def test_nothing_recurrent_is_a_clear_error():
+    with pytest.raises(NoRecurrentModuleError, match="cells=") as info:
+        gradscope.watch(nn.Linear(3, 4))
+    assert isinstance(info.value, ValueError) and "track" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"every": 0}, "every"), ({"mode": "fastest"}, "mode"), ({"weights": [1]}, "weights"),
+    ({"cells": ["nope"]}, "no submodule named"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        gradscope.watch(nn.RNN(3, 4), **kwargs)
+
+
+def test_fast_mode_says_it_is_not_available_yet():
+    with pytest.raises(NotImplementedError, match="exact"):
+        gradscope.watch(nn.RNN(3, 4), mode="fast")
+
+
+def test_subclass_with_own_forward_is_left_alone_with_a_warning():
+    class MyLSTM(nn.LSTM):
+        def forward(self, x, hx=None):
+            return super().forward(x * 2, hx)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.odd = MyLSTM(3, 4)
+            self.gru = nn.GRU(3, 4)
+
+    model = Model()
+    with pytest.warns(GradscopeWarning, match="odd"):
+        scope = gradscope.watch(model)
+    with scope:
+        out, _ = model.odd(torch.randn(5, 2, 3))
+        out2, _ = model.gru(torch.randn(5, 2, 3))
+        (out.sum() + out2.sum()).backward()
+    assert set(scope.timesteps()["module"]) == {"gru"}
+
+
+def test_nan_is_counted_not_raised():
+    model = nn.GRU(3, 4)
+    x = torch.randn(6, 2, 3)
+    with gradscope.watch(model) as scope:
+        out, _ = model(x)
+        weights = torch.ones_like(out)
+        weights[3, 1] = float("nan")
+        (out * weights).sum().backward()
+    table = scope.timesteps().set_index("t")
+    assert table.loc[3, "nonfinite"] == 1 and table.loc[5, "nonfinite"] == 0
+    assert (table.loc[[0, 1, 2], "nonfinite"] == 1).all()  # carried back to earlier steps
+
+
+def test_no_graph_tensors_kept_after_backward():
+    model = nn.LSTM(3, 4, num_layers=2)
+    with gradscope.watch(model) as scope:
+        out, (h, c) = model(torch.randn(5, 2, 3))
+        ref = weakref.ref(out)
+        out.sum().backward()
+        del out, h, c
+        gc.collect()
+        assert ref() is None
+    assert len(scope.timesteps()) == 2 * 2 * 5
+
+
+def test_forward_without_backward_keeps_no_graph_alive():
+    model = nn.GRU(3, 4)
+    with gradscope.watch(model):
+        x = torch.randn(5, 2, 3, requires_grad=True)  # saved by the graph for backward
+        out, h = model(x)
+        ref = weakref.ref(x)
+        del out, h, x
+        gc.collect()
+        assert ref() is None
+
+
+def test_name_and_repr():
+    scope = gradscope.watch(nn.GRU(3, 4), name="encoder")
+    assert scope.name == "encoder" and "encoder" in repr(scope)
+    assert gradscope.watch(nn.GRU(3, 4)).name == "GRU"
+
+
+def test_float64_and_deepcopy_after_watch():
+    model = nn.RNN(3, 4).double()
+    with gradscope.watch(model) as scope:
+        out, _ = model(torch.randn(4, 2, 3, dtype=torch.float64))
+        out.sum().backward()
+    copy.deepcopy(model)  # nothing of the scope left on the module
+    assert np.isfinite(scope.timesteps()["grad_norm"]).all()
