@@ -165,6 +165,29 @@ def test_track_rows_fit_the_decay_of_the_total():
     assert "distance from the end" in only(d, "vanishing").evidence["method_note"]
 
 
+def test_track_fit_per_step_follows_each_step():
+    rows = chain(1.0, module="decoder", cell="track") + chain(
+        0.8, module="decoder", cell="track", step=1)
+    for r in rows:
+        r["carried_norm"] = r["direct_norm"] = math.nan
+    per_step = analyze(FakeSource(rows)).per_step()
+    assert per_step["gain"].tolist() == pytest.approx([1.0, 0.8], rel=1e-9)
+    assert list(per_step["method"]) == ["decay_fit"] * 2
+
+
+def test_a_nan_in_one_lstm_state_poisons_the_joint_value():
+    h = chain(0.9, cell="LSTM", state="h", module="lstm")
+    c = chain(0.9, cell="LSTM", state="c", module="lstm")
+    for r in c:
+        if r["t"] == 30:
+            # a NaN norm without a nonfinite count: only the poisoned joint value drops
+            # the two pairs that touch t=30 (h alone would still look finite there)
+            r.update(grad_norm=math.nan, carried_norm=math.nan)
+    row = analyze(FakeSource(h + c)).summary().iloc[0]
+    assert row["pairs"] == 59 - 2
+    assert row["gain"] == pytest.approx(0.9)
+
+
 # --- verdicts and Rules -------------------------------------------------------------------
 
 @pytest.mark.parametrize("gain,verdict", [(0.5, "vanishing"), (0.8, "vanishing"),

@@ -33,8 +33,11 @@ class Part:
         return f"{self.module or '<root>'} layer {self.layer} {self.direction}"
 
 
-def measure(rows: pd.DataFrame, direction: str, rules) -> dict:
-    """gain, horizon, max_grad_norm, nonfinite, method, pairs of a set of timesteps rows.
+def measure(rows: pd.DataFrame, direction: str, rules):
+    """The numbers of a set of timesteps rows, for all of them and per recorded step.
+
+    Returns (overall, per_step): overall is a dict with gain, horizon, max_grad_norm,
+    nonfinite, method, pairs; per_step a DataFrame with the same columns plus ``step``.
 
     gain: geometric mean over every valid (step, call, t) pair of carried_t / total_next of
     the joint state (see gain.pair_ratios); where carried is unknown (``track``), exp of the
@@ -42,23 +45,43 @@ def measure(rows: pd.DataFrame, direction: str, rules) -> dict:
     max_grad_norm: largest finite joint total norm. nonfinite: sum over (step, call, t) of
     the sequences with a NaN/Inf gradient (for LSTM the max of h and c)."""
     joint = gainmath.joint_state(rows)
+    steps = np.sort(joint["step"].unique())
     if rows["carried_norm"].isna().all():
-        gain, pairs = gainmath.decay_fit(joint, direction, rules.norm_floor)
         method = "decay_fit"
+        gain, pairs, fits = gainmath.decay_fit(joint, direction, rules.norm_floor)
+        step_gain = fits["gain"].reindex(steps)
+        step_pairs = fits["points"].reindex(steps, fill_value=0)
     else:
+        method = "ratio"
         ratios = gainmath.pair_ratios(joint, direction, rules.norm_floor)
         gain, pairs = gainmath.geometric_mean(ratios["ratio"]), len(ratios)
-        method = "ratio"
+        logs = np.log(np.maximum(ratios["ratio"].to_numpy(dtype=float), gainmath.RATIO_FLOOR))
+        by_step = pd.Series(logs, index=ratios["step"].to_numpy()).groupby(level=0)
+        step_gain = np.exp(by_step.mean()).reindex(steps)
+        step_pairs = by_step.size().reindex(steps, fill_value=0)
     total = joint["total"].to_numpy(dtype=float)
-    finite = total[np.isfinite(total) & (joint["nonfinite"].to_numpy() == 0)]
-    return {
+    ok = np.isfinite(total) & (joint["nonfinite"].to_numpy() == 0)
+    step_max = pd.Series(total[ok], index=joint["step"].to_numpy()[ok]).groupby(
+        level=0).max().reindex(steps)
+    step_nonfinite = joint.groupby("step")["nonfinite"].sum().reindex(steps, fill_value=0)
+    overall = {
         "gain": float(gain),
         "horizon": float(gainmath.horizon(gain, rules.horizon_ratio)),
-        "max_grad_norm": float(finite.max()) if finite.size else math.nan,
+        "max_grad_norm": float(total[ok].max()) if ok.any() else math.nan,
         "nonfinite": int(joint["nonfinite"].sum()),
         "method": method,
         "pairs": int(pairs),
     }
+    per_step = pd.DataFrame({
+        "step": steps.astype(int),
+        "gain": step_gain.to_numpy(dtype=float),
+        "horizon": [float(gainmath.horizon(g, rules.horizon_ratio)) for g in step_gain],
+        "max_grad_norm": step_max.to_numpy(dtype=float),
+        "nonfinite": step_nonfinite.to_numpy().astype(int),
+        "method": method,
+        "pairs": step_pairs.to_numpy().astype(int),
+    })
+    return overall, per_step
 
 
 def latest_sigma_max(spectra: pd.DataFrame, module, layer, direction) -> float:
@@ -102,18 +125,16 @@ def build_parts(timesteps, spectra, gates, meta, rules) -> list:
 def _fill_numbers(part, spectra, rules):
     seq_len = gainmath.sequence_length(part.rows)
     required = rules.required_horizon(seq_len)
-    overall = measure(part.rows, part.direction, rules)
+    overall, per_step = measure(part.rows, part.direction, rules)
     overall_verdict = verdict(overall["gain"], overall["horizon"], overall["max_grad_norm"],
                               overall["nonfinite"], required, rules)
-    per_step = []
-    for step, rows in part.rows.groupby("step", sort=True):
-        numbers = measure(rows, part.direction, rules)
-        numbers["verdict"] = verdict(numbers["gain"], numbers["horizon"],
-                                     numbers["max_grad_norm"], numbers["nonfinite"],
-                                     required, rules)
-        per_step.append({"step": int(step), "module": part.module, "layer": part.layer,
-                         "direction": part.direction, "cell": part.cell, **numbers})
-    part.per_step = pd.DataFrame(per_step)
+    per_step["verdict"] = [
+        verdict(row.gain, row.horizon, row.max_grad_norm, row.nonfinite, required, rules)
+        for row in per_step.itertuples()]
+    for column, value in (("module", part.module), ("layer", part.layer),
+                          ("direction", part.direction), ("cell", part.cell)):
+        per_step[column] = value
+    part.per_step = per_step
     first, last = part.per_step["verdict"].iloc[0], part.per_step["verdict"].iloc[-1]
     part.numbers = {
         "module": part.module, "layer": part.layer, "direction": part.direction,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 # least to most grave; "unknown": too few finite pairs to measure a gain (e.g. one time step)
 ORDER = ("healthy", "unknown", "vanishing", "exploding", "nonfinite")
@@ -52,4 +53,4 @@ def worst(*verdicts) -> str:
 
 
 def _finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and math.isfinite(x)
