@@ -85,13 +85,22 @@ def _key(module, layer, direction):
     return (module, layer, direction)
 
 
+def _evidence(evidence):
+    """``key=value`` for the numbers, one line each for the sentences."""
+    numbers, sentences = [], []
+    for key, value in (evidence or {}).items():
+        if isinstance(value, str) and " " in value:
+            sentences.append(f"{key}: {value}")
+        else:
+            numbers.append(f"{key}={value if isinstance(value, (bool, str)) else fmt(value)}")
+    return ([f"evidence: {', '.join(numbers)}"] if numbers else []) + sentences
+
+
 def _finding_text(finding):
     lines = [f"[{finding.severity}] {finding.kind}: {finding.message}"]
     if finding.advice:
         lines.append(f"advice: {finding.advice}")
-    if finding.evidence:
-        lines.append(f"evidence: {finding.evidence}")
-    return "\n".join(lines)
+    return "\n".join(lines + _evidence(finding.evidence))
 
 
 def junit_tree(diagnosis, target="model"):
@@ -106,13 +115,14 @@ def junit_tree(diagnosis, target="model"):
         by_key.setdefault(key, []).append(finding)
 
     suite = ET.Element("testsuite", name=f"gradscope check {target}")
+    classname = f"gradscope.check.{getattr(diagnosis, 'name', None) or 'model'}"
     failures = 0
     for key, record in cases.items():
         module, layer, direction = key
         parts = [_module_name(module) if module is not None else "(model)"]
         parts += [f"l{layer}"] if layer is not None else []
         parts += [direction] if direction else []
-        case = ET.SubElement(suite, "testcase", classname=f"gradscope.{target}", name=" ".join(parts), time="0")
+        case = ET.SubElement(suite, "testcase", classname=classname, name=" ".join(parts), time="0")
         findings = by_key.get(key, [])
         errors = [f for f in findings if f.severity == "error"]
         if errors:

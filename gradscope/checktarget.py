@@ -3,6 +3,7 @@ into ``(model, step)``, with an error that says which part failed."""
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from contextlib import contextmanager
@@ -94,7 +95,10 @@ def load_target(spec):
     module = _import_file(where) if _is_path(where) else _import_module(where)
     function = getattr(module, function_name, None)
     if function is None:
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        public = sorted(
+            n for n, v in vars(module).items()
+            if inspect.isfunction(v) and v.__module__ == module.__name__ and not n.startswith("_")
+        )
         raise TargetError(
             "function missing",
             f"{where} has no function {function_name!r}"

@@ -1,6 +1,6 @@
 """Test helpers: fail a test when gradients vanish or explode through time."""
 
-from gradscope.check import check
+from gradscope.gate import check
 
 
 def describe_findings(diagnosis, title="gradients are not healthy"):

@@ -77,6 +77,8 @@ def test_junit_has_one_case_per_part_and_failures_for_errors(tmp_path):
     assert "use an LSTM" in failures[0].text and "vanishes" in failures[0].get("message")
     assert root.get("failures") == "1" and root.get("tests") == "4"
     assert "tanh saturated" in cases[1].find("system-out").text
+    assert "evidence: gain=0.3" in failures[0].text
+    assert cases[0].get("classname") == "gradscope.check.model"
 
 
 def test_junit_of_a_healthy_model_has_no_failure(tmp_path):

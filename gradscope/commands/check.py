@@ -98,7 +98,7 @@ def _write(path, text):
 
 def run(args):
     from gradscope.analyze import analyze
-    from gradscope.check import NothingRecordedError, measure
+    from gradscope.gate import NothingRecordedError, measure
     from gradscope.checkconfig import ConfigError
     from gradscope.checkoutput import markdown_summary, text_report, write_junit
     from gradscope.checktarget import TargetError, load_target
