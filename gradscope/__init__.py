@@ -22,7 +22,7 @@ _EXPORTS = {
     "Run": "gradscope.store",
     "report": "gradscope.report",
     "compare": "gradscope.report",
-    "check": "gradscope.check",
+    "check": "gradscope.gate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

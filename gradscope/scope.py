@@ -215,7 +215,7 @@ class Scope:
 
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """Full singular values and complex eigenvalues of one weight block at a recorded step."""
-        from gradscope.spectra import pick_spectrum
+        from gradscope.capture.measure import pick_spectrum
 
         return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
 
@@ -286,25 +286,34 @@ class Scope:
                 self._hook(step, tensor, lambda g: None)
 
     def _on_close(self, step):
+        self._links.clear()
+        if not step.recorded:
+            return
+        tables, values = {}, []
         try:
-            self._links.clear()
-            if not step.recorded:
-                return
-            timesteps, gates = timestep_and_gate_tables(step)
-            tables = {"timesteps": timesteps, "gates": gates}
+            tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
+        except Exception as err:
+            self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
+                                                       f"recorded ({type(err).__name__}: {err})")
+            return
+        try:
             from gradscope.capture.measure import weight_and_jacobian_tables
 
             extra, values = weight_and_jacobian_tables(step, self)
             tables.update(extra)
-            for table, df in tables.items():
-                self._tables[table].append(df)
-            self._values.extend(values)
-            self._cache.clear()
-            if self._writer is not None:
+        except Exception as err:  # the gradients are still worth keeping
+            self._warn(("spectra", type(err).__name__), f"gradscope: step {step.number}'s spectra/Jacobians could "
+                                                         f"not be measured ({type(err).__name__}: {err})")
+        for table, df in tables.items():
+            self._tables[table].append(df)
+        self._values.extend(values)
+        self._cache.clear()
+        if self._writer is not None:
+            try:
                 self._writer.write_step(step.number, tables, values)
-        except Exception as err:
-            self._warn(("close", type(err).__name__), f"gradscope: step {step.number} could not be recorded "
-                                                       f"({type(err).__name__}: {err})")
+            except Exception as err:
+                self._warn(("write", type(err).__name__), f"gradscope: step {step.number} could not be written to "
+                                                           f"{self._run_dir} ({type(err).__name__}: {err})")
 
     def _warn(self, key, message):
         if key in self._warned:

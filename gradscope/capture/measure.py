@@ -1,9 +1,93 @@
 """Spectra of the weights used in a step, and (opt-in) state Jacobians and Lyapunov spectra."""
 
+import numpy as np
+import torch
+
 from gradscope.records import frame
 
 
 def weight_and_jacobian_tables(step, scope):
     """Tables ``spectra``, ``jacobians``, ``lyapunov`` of a closed, recorded step, and the full
     spectrum values for ``spectrum()``."""
-    return {"spectra": frame("spectra"), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}, []
+    from gradscope import spectra as sp
+
+    rows, values = [], []
+    seen = set()
+    for record in step.calls:  # the weights of a module's first call stand for the step
+        if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
+            continue
+        seen.add(record.module)
+        for (layer, direction), weights in record.weights.items():
+            r, v = sp.spectra_records(step.number, record.module, layer, direction, record.cell, weights)
+            rows.extend(r)
+            values.extend(v)
+    for label, weight in scope._weights.items():
+        with torch.no_grad():
+            matrix = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight
+        r, v = sp.labelled_records(step.number, label, torch.as_tensor(matrix).detach())
+        rows.extend(r)
+        values.extend(v)
+    tables = {"spectra": frame("spectra", rows), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}
+    if scope._jacobians:
+        tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
+    return tables, values
+
+
+def jacobian_tables(step):
+    """Per t: batch mean of the spectral norm of d state_{t+1} / d state_t (the joint (h, c) state
+    for LSTM), and per chain of calls the Lyapunov spectrum along the trajectory."""
+    from gradscope import jacobians as jac
+
+    jac_rows, lyap_rows = [], []
+    chains = {}
+    for record in step.calls:
+        if not record.received:
+            continue
+        for (layer, direction), inputs in record.jacobian_inputs.items():
+            J = jac.state_jacobians(record.cell, inputs["weights"], inputs["xw"], inputs["prev_state"])
+            norms = jac.spectral_norms(J).to(torch.float64)
+            sums = record.segment_sum(norms.unsqueeze(0))[0].cpu().numpy()
+            batch = np.asarray(record.batch_sizes, dtype=np.float64)
+            for t in range(record.T):
+                jac_rows.append({"step": step.number, "module": record.module, "call": record.call, "layer": layer,
+                                 "direction": direction, "t": record.t_offset + t, "jac_norm": sums[t] / batch[t]})
+            pieces = list(J.split(record.batch_sizes))
+            if direction == "reverse":
+                pieces = pieces[::-1]
+            chains.setdefault((record.module, record.call, layer, direction), []).append((record.t_offset, pieces))
+    by_part = {}
+    for (module, call, layer, direction), parts in chains.items():
+        state = None
+        for _, pieces in sorted(parts, key=lambda item: item[0]):
+            state = jac.lyapunov_accumulate(pieces, state)
+        by_part.setdefault((module, layer, direction), []).append(state)
+    for (module, layer, direction), states in by_part.items():
+        exponents = jac.lyapunov_finish_many(states).cpu().numpy()
+        for index, value in enumerate(exponents):
+            lyap_rows.append({"step": step.number, "module": module, "layer": layer, "direction": direction,
+                              "index": index, "exponent": float(value)})
+    return frame("jacobians", jac_rows), frame("lyapunov", lyap_rows)
+
+
+def pick_spectrum(values, module, layer=0, direction="forward", gate=None, step=-1):
+    """The full spectrum of one block from the recorded values (``step=-1``: the latest)."""
+    matches = [v for v in values if v["module"] == module and v["layer"] == layer and v["direction"] == direction]
+    if not matches:
+        known = sorted({(v["module"], v["layer"], v["direction"]) for v in values})
+        raise KeyError(f"no spectrum recorded for module={module!r}, layer={layer}, direction={direction!r}; "
+                       f"recorded: {known[:8]}")
+    gates = [v["gate"] for v in matches]
+    if gate is None:
+        gate = "all" if "all" in gates else gates[0]
+    matches = [v for v in matches if v["gate"] == gate]
+    if not matches:
+        raise KeyError(f"no gate {gate!r} for module={module!r}; gates: {sorted(set(gates))}")
+    steps = sorted({v["step"] for v in matches})
+    chosen = steps[step] if step < 0 else step
+    pick = [v for v in matches if v["step"] == chosen]
+    if not pick:
+        raise KeyError(f"step {step} not recorded for {module!r}; recorded steps: {steps[:10]}...")
+    v = pick[0]
+    return {"singular_values": np.asarray(v["singular_values"], dtype=np.float64),
+            "eigenvalues": np.asarray(v["eigenvalues_real"], dtype=np.float64)
+            + 1j * np.asarray(v["eigenvalues_imag"], dtype=np.float64)}
