@@ -22,6 +22,7 @@ class CommitIndex:
     ranges: dict = field(default_factory=dict)       # step -> {file: (start, end, crc)}
     rows: dict = field(default_factory=dict)         # step -> {table or "values": count}
     headers: dict = field(default_factory=dict)      # csv file -> (header bytes, columns)
+    line_ends: dict = field(default_factory=dict)    # step -> byte after its commit line
     problems: list = field(default_factory=list)     # what was dropped, in words
 
 
@@ -33,7 +34,7 @@ def build_index(path, verify=True):
         index.headers[name] = _read_header(path / name, table)
     floor = {name: len(index.headers.get(name, (b"", []))[0]) for name in fmt.DATA_FILES}
 
-    for number, line, whole in _commit_lines(path / fmt.COMMIT_FILE):
+    for number, line, whole, line_end in _commit_lines(path / fmt.COMMIT_FILE):
         if not whole:
             index.problems.append(f"{fmt.COMMIT_FILE} ends in a torn line ({len(line)} bytes, "
                                   "a commit cut short): its step is not loaded")
@@ -51,6 +52,7 @@ def build_index(path, verify=True):
         index.steps.append(step)
         index.ranges[step] = ranges
         index.rows[step] = rows if isinstance(rows, dict) else {}
+        index.line_ends[step] = line_end
         for name, (_, end, _) in ranges.items():
             floor[name] = end
 
@@ -61,17 +63,18 @@ def build_index(path, verify=True):
 
 
 def _commit_lines(commit_path):
-    """(line number, bytes, ends with newline) for each line of the commit log."""
+    """(line number, bytes, ends with newline, byte after it) for each line of the log."""
     try:
         data = commit_path.read_bytes()
     except FileNotFoundError:
         return
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines[:-1], start=1):
-        if line.strip():
-            yield number, line, True
-    if lines[-1]:
-        yield len(lines), lines[-1], False
+    start = 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        end = start + len(line) + 1
+        whole = end <= len(data)
+        if line.strip() or (line and not whole):
+            yield number, line, whole, min(end, len(data))
+        start = end
 
 
 def _range_problem(step, ranges, sizes, floor, index):
@@ -111,6 +114,18 @@ def _drop_damaged(path, index):
         index.steps.remove(step)
         del index.ranges[step]
         del index.rows[step]
+        del index.line_ends[step]
+
+
+def committed_ends(index):
+    """{file: the byte after the last committed step's rows} (the header's end if none), and
+    the byte after the last whole commit line: where an appending writer cuts off the rest."""
+    ends = {name: len(index.headers.get(name, (b"", []))[0]) for name in fmt.DATA_FILES}
+    for ranges in index.ranges.values():
+        for name, (_, end, _) in ranges.items():
+            ends[name] = max(ends[name], end)
+    commit_end = index.line_ends[index.steps[-1]] if index.steps else 0
+    return ends, commit_end
 
 
 def _report_uncovered(sizes, index):

@@ -3,24 +3,32 @@
 import copy
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gradscope.errors import GradscopeWarning
 from gradscope.records import SCHEMA_VERSION, TABLES
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
+from gradscope.store.index import build_index, committed_ends
 from gradscope.store.files import open_append, sync_dir, write_all, write_json_atomically
 
 
 class RunWriter:
     """Writes one run folder as the run goes (format: gradscope/store/format.py).
 
-    ``RunWriter(run_dir, meta, overwrite=False)`` creates ``run_dir`` (and its parents) and
-    writes ``meta`` (a JSON-able dict; ``"schema": 1`` is added when absent) to meta.json.
+    ``RunWriter(run_dir, meta, overwrite=False, append=False)`` creates ``run_dir`` (and its
+    parents) and writes ``meta`` (a JSON-able dict; ``"schema": 1`` is added when absent) to
+    meta.json.
 
-    - A folder that already holds a run is refused (``RunFormatError``): appending to an old
-      run would mix two runs' step numbers. Pick a new folder, or pass ``overwrite=True`` to
-      delete the old run's files (only gradscope's own file names; nothing else is touched).
+    - A folder that already holds a run is refused (``RunFormatError``) unless told otherwise:
+      a new run in an old folder would mix two runs' step numbers. ``overwrite=True`` deletes
+      the old run's files first (only gradscope's own file names; nothing else is touched).
+      ``append=True`` goes on with the old run (same schema only; a fresh folder is fine too):
+      whatever no whole commit names is cut off (with a ``GradscopeWarning``), meta.json is
+      replaced by ``meta``, and later steps must come after the old run's last one. Use it
+      to resume the same run (a Scope started again); one writer per folder at a time.
     - A folder holding other files is fine, unless one of them has a name the run needs
       (meta.json, steps.jsonl, values.jsonl, <table>.csv): then it is refused too.
 
@@ -37,13 +45,14 @@ class RunWriter:
     belongs before ``write_step`` (the writer stores whatever tables it is given).
     """
 
-    def __init__(self, run_dir, meta, *, overwrite=False):
+    def __init__(self, run_dir, meta, *, overwrite=False, append=False):
+        if overwrite and append:
+            raise ValueError("RunWriter: pass overwrite=True or append=True, not both")
         self.path = Path(run_dir)
         meta = self._checked_meta(meta)
-        self._prepare_folder(overwrite)
         self._fds = {}
         self._pool = None  # fsync threads, made on first use, ended by close()
-        self._last_step = None
+        self._last_step = self._prepare_folder(overwrite, append)
         try:
             for table, name in fmt.TABLE_FILES.items():
                 self._create(name, fmt.header_bytes(table))
@@ -146,7 +155,8 @@ class RunWriter:
                              "written in increasing order, each once")
         return step
 
-    def _prepare_folder(self, overwrite):
+    def _prepare_folder(self, overwrite, append):
+        """Make the folder ready; the last step of the run appended to (or None)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFormatError(f"{self.path} exists and is not a folder; give run_dir a "
                                  "folder path")
@@ -154,7 +164,9 @@ class RunWriter:
         present = [n for n in fmt.ALL_FILES + (fmt.META_FILE + ".tmp",)
                    if (self.path / n).exists() or (self.path / n).is_symlink()]
         if not present:
-            return
+            return None
+        if append and fmt.META_FILE in present:
+            return self._cut_to_last_commit()
         if overwrite:
             for name in present:
                 target = self.path / name
@@ -164,15 +176,37 @@ class RunWriter:
                                          "run_dir")
                 target.unlink()
             sync_dir(self.path)
-            return
+            return None
         if fmt.META_FILE in present:
             raise RunFormatError(
                 f"{self.path} already holds a run ({self._describe_meta()}); gradscope does "
-                "not append to an old run. Choose a new run_dir, delete the folder, or pass "
-                "overwrite=True to replace it.")
+                "not mix two runs in one folder. Choose a new run_dir, delete the folder, pass "
+                "overwrite=True to replace it, or append=True to go on with it.")
         raise RunFormatError(
             f"{self.path} holds {present}, which a run folder needs for itself; choose "
             "another run_dir or move those files.")
+
+    def _cut_to_last_commit(self):
+        """Before appending: check the old run's schema and cut every file back to the end of
+        its last whole commit, so new steps follow committed bytes directly."""
+        meta_path = self.path / fmt.META_FILE
+        try:
+            old_meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunFormatError(f"cannot append to {self.path}: {meta_path} does not parse "
+                                 f"({error})") from error
+        fmt.check_schema(old_meta, str(meta_path))
+        index = build_index(self.path, verify=True)
+        ends, commit_end = committed_ends(index)
+        for name, end in list(ends.items()) + [(fmt.COMMIT_FILE, commit_end)]:
+            target = self.path / name
+            if target.exists() and target.stat().st_size > end:
+                os.truncate(target, end)
+        if index.problems:
+            warnings.warn(GradscopeWarning(
+                f"appending to run folder {self.path}: cut off what was not whole: "
+                + "; ".join(index.problems)), stacklevel=4)
+        return index.steps[-1] if index.steps else None
 
     def _describe_meta(self):
         try:
@@ -184,7 +218,7 @@ class RunWriter:
     def _create(self, name, header):
         fd = open_append(self.path / name)
         self._fds[name] = fd
-        if header:
+        if header and os.fstat(fd).st_size == 0:  # a file appended to has its header
             write_all(fd, header)
         os.fsync(fd)
 
