@@ -200,7 +200,7 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
         else:
             new_h, gates = rnn_step(xw_steps[t], h, w_hh, b_hh, relu=kind == "RNN_RELU")
         if gates_seen is not None:
-            gates_seen.append(tuple(g.detach() for g in gates))
+            gates_seen.append(gates)  # graph tensors already; read once under no_grad below
         outs[t] = new_h
         if reverse:
             if t > 0:
@@ -228,7 +228,8 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     if is_lstm:
         final_c = finals_c[0] if len(finals_c) == 1 else torch.cat(finals_c[::-1])
     if gates_seen is not None:
-        _gate_statistics(record, kind, layer, direction, gates_seen)
+        with torch.no_grad():
+            _gate_statistics(record, kind, layer, direction, gates_seen)
     if prev_states is not None:
         record.jacobian_inputs[(layer, direction)] = {
             "xw": xw.detach(), "prev_state": torch.cat(prev_states), "weights": record.weights[(layer, direction)],

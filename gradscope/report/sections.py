@@ -10,7 +10,7 @@ from gradscope.report import html
 from gradscope.report.html import esc
 from gradscope.report.plots.base import module_label
 
-EXCERPT_TIMES = 8     # time steps per part in the per-timestep excerpt
+EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12
 SUMMARY_LABELS = {"gain": "gain (×/step)", "horizon": "horizon (steps)", "seq_len": "T",
                   "max_grad_norm": "max ‖grad‖", "sigma_max": "σ_max", "required_horizon": "needed horizon"}
@@ -110,27 +110,27 @@ def summary_table(run):
 
 
 def timestep_excerpt(run):
-    """The last step's rows at a few evenly spaced t per part: the numbers behind the curves."""
+    """The last step's total norm at a few evenly spaced t, one row per part: the numbers
+    behind the per-timestep curves, compact enough to read."""
     rows = run.last
     if rows.empty:
         return '<p class="muted">No per-timestep rows recorded.</p>'
     keys = ["module", "layer", "direction", "state"]
-    pieces = []
-    for _, part in list(rows.groupby(keys, sort=False))[:EXCERPT_PARTS]:
-        per_t = part.groupby("t", sort=True).agg(
-            batch=("batch", "sum"), grad_norm=("grad_norm", "mean"), carried_norm=("carried_norm", "mean"),
-            direct_norm=("direct_norm", "mean"), nonfinite=("nonfinite", "sum")).reset_index()
-        picks = np.unique(np.round(np.linspace(0, len(per_t) - 1, min(EXCERPT_TIMES, len(per_t)))).astype(int))
-        chosen = per_t.iloc[picks].copy()
-        for key in keys:
-            chosen.insert(keys.index(key), key, part[key].iloc[0])
-        pieces.append(chosen)
-    excerpt = pd.concat(pieces, ignore_index=True)
-    excerpt["module"] = excerpt["module"].map(module_label)
+    ts = np.unique(rows["t"].to_numpy())
+    picks = ts[np.unique(np.round(np.linspace(0, len(ts) - 1, min(EXCERPT_TIMES, len(ts)))).astype(int))]
+    per_t = rows.groupby(keys + ["t"], sort=False)["grad_norm"].mean().unstack("t")
+    table = per_t.reindex(columns=picks).head(EXCERPT_PARTS)
+    table.columns = [f"t={t}" for t in picks]
+    bad = rows.groupby(keys, sort=False)["nonfinite"].sum()
+    table = table.reset_index()
+    table["NaN/Inf"] = bad.reindex(pd.MultiIndex.from_frame(table[keys])).to_numpy()
+    table["module"] = table["module"].map(module_label)
     step = int(rows["step"].max())
-    return (f'<p class="muted">Training step {step}; {EXCERPT_TIMES} evenly spaced time steps per part '
-            "(the full table: <code>timesteps()</code> of the run).</p>"
-            + html.table(excerpt, labels={"grad_norm": "total", "carried_norm": "carried", "direct_norm": "direct"}))
+    more = f" (first {EXCERPT_PARTS} parts)" if len(per_t) > EXCERPT_PARTS else ""
+    return (f'<p class="muted">Total gradient norm ‖∂L/∂state_t‖ at training step {step}, at '
+            f"{len(picks)} evenly spaced time steps{more}; NaN/Inf counts sequence-steps with a "
+            "non-finite gradient. The full table is <code>timesteps()</code> of the run.</p>"
+            + html.table(table))
 
 
 EXPLANATION = """

@@ -45,14 +45,33 @@ def ordered(values, order):
     return head + sorted((v for v in seen if v not in head), key=str)
 
 
-def grid(rows, module, states=False):
-    """Row keys (layers) and column keys ((direction, state)) of one module's panels."""
+def panels(rows, module, states=True):
+    """One module's panels as a 2-D list of (layer, direction, state) keys.
+
+    With two states (LSTM: h and c) the columns are the states and the rows each
+    (layer, direction); otherwise the columns are the directions and the rows the layers.
+    At most two columns either way, so figures stay readable in a page."""
     part = rows[rows["module"] == module]
     layers = sorted(int(v) for v in pd.unique(part["layer"]))
     directions = ordered(part["direction"], DIRECTIONS)
-    if states and "state" in part:
-        state_list = ordered(part["state"], STATES)
-        cols = [(d, s) for d in directions for s in state_list]
-    else:
-        cols = [(d, None) for d in directions]
-    return layers, cols
+    state_list = ordered(part["state"], STATES) if states and "state" in part else [None]
+    if len(state_list) > 1:
+        return [[(layer, direction, state) for state in state_list]
+                for layer in layers for direction in directions]
+    return [[(layer, direction, state_list[0]) for direction in directions] for layer in layers]
+
+
+def select(rows, layer, direction, state=None):
+    keep = (rows["layer"] == layer) & (rows["direction"] == direction)
+    if state is not None:
+        keep &= rows["state"] == state
+    return rows[keep]
+
+
+def panel_title(module, layer, direction, state, meta):
+    """``layer 1 · reverse · state c``: the state only where there is a cell state to tell apart."""
+    words = part_label(module, layer, direction, meta, with_module=False)
+    cell = (meta or {}).get("modules", {}).get(module, {}).get("cell")
+    if state == "c" or (state == "h" and cell == "LSTM"):
+        words = f"{words} · state {state}" if words != module_label(module) else f"state {state}"
+    return words

@@ -12,28 +12,21 @@ VERDICT_COLORS = {"healthy": "#2ca02c", "vanishing": "#1f77b4", "exploding": "#d
 MAX_BARS = 48
 
 
-def sequence_length(run, module, layer, direction):
-    rows = run.last
-    sel = rows[(rows["module"] == module) & (rows["layer"] == layer) & (rows["direction"] == direction)]
-    if sel.empty:
-        return math.nan
-    return float(sel.groupby("call")["t"].nunique().max())
-
-
 def bars(runs, with_run_name):
+    """One entry per summary row (module, layer, direction) of each run."""
     out = []
     for i, run in enumerate(runs):
         summary = run.summary
         if summary.empty or "gain" not in summary:
             continue
         for row in summary.to_dict("records"):
-            module, layer, direction = row.get("module", ""), int(row.get("layer", 0)), row.get("direction", "forward")
-            label = part_label(module, layer, direction, run.meta)
+            label = part_label(row.get("module", ""), int(row.get("layer", 0)),
+                               row.get("direction", "forward"), run.meta).replace(" · ", "\n")
             if with_run_name:
                 label = f"{run.name}\n{label}"
             out.append(dict(label=label, run=i, gain=_num(row.get("gain")), horizon=_num(row.get("horizon")),
-                            verdict=str(row.get("verdict", "")),
-                            seq=sequence_length(run, module, layer, direction)))
+                            verdict=str(row.get("verdict", "")), seq=_num(row.get("seq_len")),
+                            needed=_num(row.get("required_horizon"))))
     return out[:MAX_BARS]
 
 
@@ -44,72 +37,79 @@ def _num(value):
         return math.nan
 
 
-def draw(entries, color_by_run, title):
-    x = np.arange(len(entries))
-    width = min(max(5.5, 0.75 * len(entries) + 1.5), 14.0)
-    fig, axes = style.new_figure(1, 2, width=width, height=4.2, flexible=True)
-    colors = [style.series_color(e["run"]) if color_by_run else VERDICT_COLORS.get(e["verdict"], "#7f7f7f")
-              for e in entries]
-    labels = [style.text(e["label"]) for e in entries]
-
-    ax = axes[0, 0]
+def _gain_panel(ax, x, entries, colors):
     gains = np.array([e["gain"] for e in entries])
     shown = np.where(np.isfinite(gains) & (gains > 0), gains, np.nan)
-    ax.bar(x, shown, color=colors, width=0.6, bottom=None)
+    # bars start at 1 (no change): down for a shrinking gradient, up for a growing one
+    ax.bar(x, np.nan_to_num(shown, nan=1.0) - 1.0, bottom=1.0, color=colors, width=0.6)
     ax.axhline(1.0, color=style.ZERO_LINE, ls="--", lw=1)
     style.log_y(ax)
     finite = shown[np.isfinite(shown)]
-    low = min(0.5, float(finite.min()) / 2) if finite.size else 0.1
-    high = max(2.0, float(finite.max()) * 2) if finite.size else 10
+    low = min(0.5, float(finite.min()) / 1.6) if finite.size else 0.5
+    high = max(2.0, float(finite.max()) * 1.6) if finite.size else 2.0
     ax.set_ylim(low, high)
-    for xi, e in zip(x, entries):
-        ax.annotate(_gain_text(e["gain"]) + f"\n{e['verdict']}", (xi, shown[xi] if np.isfinite(shown[xi]) else low),
-                    textcoords="offset points", xytext=(0, 3), ha="center", va="bottom", fontsize=7)
+    style.plain_log_labels(ax)
+    for xi, e in enumerate(entries):
+        value = shown[xi]
+        words = ("gain n/a" if not np.isfinite(e["gain"]) else f"{e['gain']:.3g}") + f"\n{e['verdict']}"
+        below = np.isfinite(value) and value < 1
+        ax.annotate(words, (xi, value if np.isfinite(value) else 1.0), textcoords="offset points",
+                    xytext=(0, -3 if below else 3), ha="center", va="top" if below else "bottom", fontsize=7)
     ax.set_ylabel("per-step gain (× per step back)")
-    ax.set_title("gain: < 1 shrinks, > 1 grows at each step back (dashed: 1)", fontsize=9)
+    ax.set_title("gain: below 1 the gradient shrinks at each step back", fontsize=9)
 
-    ax = axes[0, 1]
+
+def _horizon_panel(ax, x, entries, colors):
     horizons = np.array([e["horizon"] for e in entries])
-    seqs = np.array([e["seq"] for e in entries])
-    finite = np.concatenate([horizons[np.isfinite(horizons)], seqs[np.isfinite(seqs)]])
+    needed = np.array([e["needed"] if np.isfinite(e["needed"]) else e["seq"] for e in entries])
+    finite = np.concatenate([horizons[np.isfinite(horizons)], needed[np.isfinite(needed)]])
     top = float(finite.max()) * 1.3 if finite.size and finite.max() > 0 else 10.0
-    drawn = np.where(np.isinf(horizons), top, horizons)
-    ax.bar(x, np.nan_to_num(drawn, nan=0.0), color=colors, width=0.6,
-           hatch=["//" if np.isinf(h) else "" for h in horizons])
-    for xi, (h, s) in enumerate(zip(horizons, seqs)):
-        if np.isfinite(s):
-            ax.hlines(s, xi - 0.4, xi + 0.4, color="#000000", lw=2,
-                      label="sequence length T" if xi == int(np.argmax(np.isfinite(seqs))) else None)
-        ax.annotate("∞" if np.isinf(h) else style.fmt(h), (xi, min(drawn[xi], top) if np.isfinite(drawn[xi]) else 0),
-                    textcoords="offset points", xytext=(0, 3), ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, top * 1.1)
-    ax.set_ylabel("horizon (time steps)")
-    ax.set_title("horizon: steps back until the gradient falls below Rules.horizon_ratio", fontsize=9)
-    if np.isfinite(seqs).any():
+    drawn = np.where(np.isinf(horizons), top, np.nan_to_num(horizons, nan=0.0))
+    ax.bar(x, np.minimum(drawn, top), color=colors, width=0.6,
+           hatch=["//" if np.isinf(h) else "" for h in horizons], edgecolor="white")
+    first = True
+    for xi, (h, need) in enumerate(zip(horizons, needed)):
+        if np.isfinite(need):
+            ax.hlines(need, xi - 0.4, xi + 0.4, color="#000000", lw=2.2,
+                      label="needed (sequence length or Rules.min_horizon)" if first else None)
+            first = False
+        words = "∞" if np.isinf(h) else ("n/a" if np.isnan(h) else style.fmt(h))
+        ax.annotate(words, (xi, min(drawn[xi], top)), textcoords="offset points", xytext=(0, 3),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, top * 1.12)
+    ax.set_ylabel("horizon (time steps back)")
+    ax.set_title("horizon: steps back before the gradient falls below Rules.horizon_ratio", fontsize=9)
+    if not first:
         ax.legend(fontsize=7, loc="upper right")
+
+
+def draw(entries, title):
+    x = np.arange(len(entries))
+    width = min(max(5.5, 0.8 * len(entries) + 1.5), 14.0)
+    fig, axes = style.new_figure(1, 2, width=width, height=4.4, flexible=True)
+    # colour by verdict, in comparisons too: the run's name is in the tick label
+    colors = [VERDICT_COLORS.get(e["verdict"], "#7f7f7f") for e in entries]
+    _gain_panel(axes[0, 0], x, entries, colors)
+    _horizon_panel(axes[0, 1], x, entries, colors)
     for ax in axes[0]:
-        ax.set_xticks(x, labels, fontsize=8, rotation=0 if len(entries) <= 4 else 30,
-                      ha="center" if len(entries) <= 4 else "right")
+        ax.set_xticks(x, [style.text(e["label"]) for e in entries], fontsize=8)
+        ax.set_xlim(-0.6, len(entries) - 0.4)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=11)
     return fig
-
-
-def _gain_text(gain):
-    return "gain n/a" if not np.isfinite(gain) else f"{gain:.3g}"
 
 
 def figures(run):
     entries = bars([run], with_run_name=False)
     if not entries:
         return
-    fig = draw(entries, color_by_run=False, title=style.text(f"{run.name}: gain and horizon per layer"))
+    fig = draw(entries, title=style.text(f"{run.name}: gain and horizon per layer"))
     yield Plot("gain", "run", "Gain and horizon per layer",
-               "Gain: the geometric mean of carried_t / total_{t+1}, how much of the gradient survives "
-               "one step back. Horizon: how many steps back until it falls below the analyzer's ratio "
-               "(hatched bars: never, gain ≥ 1). The black tick is the sequence length; a horizon "
-               "below it means the early inputs get almost no gradient. Colour: verdict (green healthy, "
-               "blue vanishing, red exploding, magenta non-finite).",
+               "Gain: the geometric mean of carried_t / total_(t+1), the share of the gradient that "
+               "survives one step back. Horizon: how many steps back before it falls below the "
+               "analyzer's ratio (hatched: never, the gain is at least 1). The black tick is the "
+               "horizon needed (the sequence length unless Rules.min_horizon says otherwise). Colour: "
+               "verdict (green healthy, blue vanishing, red exploding, magenta NaN/Inf).",
                fig)
 
 
@@ -117,7 +117,8 @@ def compare_figures(runs):
     entries = bars(runs, with_run_name=True)
     if not entries:
         return
-    fig = draw(entries, color_by_run=True, title="Gain and horizon per layer, all runs")
+    fig = draw(entries, title="Gain and horizon per layer, all runs")
     yield Plot("gain", "compare", "Gain and horizon per layer, all runs",
-               "Per run and layer: the per-step gain (log axis, dashed line at 1) and the horizon in "
-               "time steps (hatched: never falls off; black tick: sequence length).", fig)
+               "Per run and layer: the per-step gain (log axis, bars start at 1) and the horizon in time "
+               "steps (hatched: never falls off; black tick: horizon needed). Colour: verdict (green "
+               "healthy, blue vanishing, red exploding, magenta NaN/Inf).", fig)

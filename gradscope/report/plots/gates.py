@@ -23,18 +23,19 @@ def figures(run):
     low = grouped["low"].to_numpy(dtype=float)
     high = np.nan_to_num(grouped["high"].to_numpy(dtype=float), nan=0.0)
     y = np.arange(len(grouped))
-    fig, axes = style.new_figure(1, 1, width=9.0, height=1.6 + 0.3 * len(grouped), flexible=True)
+    fig, axes = style.new_figure(1, 1, width=9.0, height=1.6 + 0.34 * len(grouped), flexible=True)
     ax = axes[0, 0]
-    ax.barh(y, low, color="#1f77b4", label="near lower bound (sigmoid 0, tanh -1, relu = 0)")
-    ax.barh(y, high, left=low, color="#ff7f0e", label="near upper bound (sigmoid 1, tanh +1)")
+    # two bars per gate: each end is judged on its own (saturated at 0 or saturated at 1)
+    ax.barh(y - 0.18, low, height=0.36, color="#1f77b4", label="near the lower bound (sigmoid 0, tanh −1, relu = 0)")
+    ax.barh(y + 0.18, high, height=0.36, color="#ff7f0e", label="near the upper bound (sigmoid 1, tanh +1)")
     ax.axvline(DEFAULT_SATURATION_SHARE, color=style.ZERO_LINE, ls="--", lw=1,
-               label="saturated above (default Rules.saturation_share)")
+               label="saturated beyond this (default Rules.saturation_share)")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of activations within 0.05 of a bound (0–1)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(style.text(f"{run.name}: gate saturation (training step {step})"), fontsize=11)
     yield Plot("gates", "run", "Gate saturation",
                "For each gate, the share of activations within 0.05 of the lower (blue) and upper "

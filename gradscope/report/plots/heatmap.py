@@ -4,10 +4,11 @@ back further, or less far, as training goes on?"""
 import numpy as np
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, grid, module_label, part_label
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, part_label, select
 from gradscope.report.sources import evenly_spaced
 
 MAX_T = 400  # columns a figure can show; longer sequences are sampled evenly
+MAX_DECADES = 12  # colour scale width; anything further below the largest value shows as zero
 
 
 def log_matrix(rows):
@@ -22,14 +23,17 @@ def log_matrix(rows):
     return table.index.to_numpy(), np.asarray(ts), logs
 
 
-def color_range(matrices):
+def color_range(matrices, decades=MAX_DECADES):
+    """The full range of the finite values (so nothing but zeros falls off the scale), at most
+    ``decades`` wide: far smaller values share the below-scale colour with zeros."""
     finite = np.concatenate([m[np.isfinite(m)].ravel() for m in matrices] or [np.zeros(0)])
     if finite.size == 0:
         return -1.0, 1.0
-    low, high = np.percentile(finite, [1, 99])
+    low, high = float(finite.min()), float(finite.max())
+    low = max(low, high - decades)
     if high - low < 1e-6:
         low, high = low - 0.5, high + 0.5
-    return float(low), float(high)
+    return low, high
 
 
 def edges(centres):
@@ -45,10 +49,8 @@ def edges(centres):
 def _cmap():
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#e7298a")     # NaN / Inf: magenta, outside the colour scale
-    cmap.set_under("#000000")   # zero (log10 = -inf) and anything below the scale
-    return cmap
+    # NaN / Inf: magenta, outside the colour scale; zero (log10 = -inf): black, below it
+    return colormaps["viridis"].with_extremes(bad="#e7298a", under="#000000")
 
 
 def _draw(ax, steps, ts, logs, low, high):
@@ -65,34 +67,34 @@ def figures(run):
         part = rows[rows["module"] == module]
         if part.empty:
             continue
-        layers, cols = grid(part, module, states=True)
-        panels = {}
-        for r, layer in enumerate(layers):
-            for c, (direction, state) in enumerate(cols):
-                sel = part[(part["layer"] == layer) & (part["direction"] == direction) & (part["state"] == state)]
+        grid = panels(part, module)
+        matrices = {}
+        for r, row in enumerate(grid):
+            for c, key in enumerate(row):
+                sel = select(part, *key)
                 if not sel.empty:
-                    panels[(r, c)] = (layer, direction, state, log_matrix(sel))
-        if not panels:
+                    matrices[(r, c)] = log_matrix(sel)
+        if not matrices:
             continue
-        low, high = color_range([p[3][2] for p in panels.values()])
-        fig, axes = style.new_figure(len(layers), len(cols), right=1.4)
+        low, high = color_range([m[2] for m in matrices.values()])
+        fig, axes = style.new_figure(len(grid), len(grid[0]), right=1.4)
         mesh = None
-        for (r, c), (layer, direction, state, (steps, ts, logs)) in panels.items():
+        for (r, c), (steps, ts, logs) in matrices.items():
             ax = axes[r, c]
             mesh = _draw(ax, steps, ts, logs, low, high)
-            ax.set_title(style.text(part_label(module, layer, direction, run.meta, with_module=False)
-                                    + f" · state {state}"), fontsize=10)
+            ax.set_title(style.text(panel_title(module, *grid[r][c], run.meta)), fontsize=10)
             ax.set_xlabel("time step t (input position)")
             ax.set_ylabel("training step")
-        style.hide_unused(axes, set(panels))
+        style.hide_unused(axes, set(matrices))
         style.colorbar(fig, mesh, "log10 ‖∂L/∂state_t‖ (total)")
         shown = len(np.unique(part["step"]))
-        fig.suptitle(style.text(f"{module_label(module)}: log10 gradient norm over training "
-                                f"({shown} of {len(run.steps)} recorded steps shown)"), fontsize=11)
+        style.title(fig, style.text(f"{module_label(module)}: log10 gradient norm over training "
+                                    f"({shown} of {len(run.steps)} recorded steps shown)"))
         yield Plot("heatmap", module, f"Gradient over training — {module_label(module)}",
                    "Each row is one recorded training step, each column a time step t; colour is "
                    "log10 of the total gradient norm. Dark toward early t: the gradient does not "
-                   "reach that far back. Magenta cells are NaN/Inf, black cells are exactly zero.",
+                   "reach that far back. Magenta cells are NaN/Inf; black cells are zero (or more than "
+                   f"{MAX_DECADES} decades below the largest value).",
                    fig)
 
 
@@ -127,7 +129,7 @@ def compare_figures(runs):
         used.add((r, c))
     style.hide_unused(axes, used)
     style.colorbar(fig, mesh, "log10 ‖∂L/∂h_t‖ (total)")
-    fig.suptitle("log10 gradient norm over training, runs side by side (one colour scale)", fontsize=11)
+    style.title(fig, "log10 gradient norm over training, runs side by side (one colour scale)")
     yield Plot("heatmap", "compare", "Gradient over training, runs side by side",
                "Rows: recorded training steps; columns: time steps t; colour: log10 of the total "
                "gradient norm on one scale shared by all runs. Magenta: NaN/Inf; black: zero.",

@@ -1,7 +1,7 @@
 """Per-step Jacobian norms ‖∂state_{t+1}/∂state_t‖ along the trajectory (``jacobians=True``)."""
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, grid, module_label, part_label
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, part_label, select
 
 
 def per_t(rows):
@@ -11,6 +11,7 @@ def per_t(rows):
 def _finish(ax):
     ax.axhline(1.0, color=style.ZERO_LINE, ls="--", lw=1, label="norm 1")
     style.log_y(ax)
+    style.plain_log_labels(ax)
     ax.set_xlabel("time step t")
     ax.set_ylabel("‖∂state_{t+1}/∂state_t‖ (spectral, batch mean)")
     ax.grid(True, alpha=0.3)
@@ -25,12 +26,12 @@ def figures(run):
         part = rows[rows["module"] == module]
         if part.empty:
             continue
-        layers, cols = grid(part, module)
-        fig, axes = style.new_figure(len(layers), len(cols))
+        grid = panels(part, module, states=False)
+        fig, axes = style.new_figure(len(grid), len(grid[0]))
         used = set()
-        for r, layer in enumerate(layers):
-            for c, (direction, _) in enumerate(cols):
-                sel = part[(part["layer"] == layer) & (part["direction"] == direction)]
+        for r, row in enumerate(grid):
+            for c, (layer, direction, _) in enumerate(row):
+                sel = select(part, layer, direction)
                 if sel.empty:
                     continue
                 curve = per_t(sel)
@@ -39,13 +40,11 @@ def figures(run):
                 ax.plot(curve["t"], values, color=style.CARRIED, lw=1.5, marker=style.marker_for(values),
                         ms=3, label="Jacobian norm")
                 _finish(ax)
-                ax.set_title(style.text(part_label(module, layer, direction, run.meta, with_module=False)),
-                             fontsize=10)
-                ax.legend(fontsize=7)
+                ax.set_title(style.text(panel_title(module, layer, direction, None, run.meta)), fontsize=10)
+                ax.legend(fontsize=7, loc="upper right")
                 used.add((r, c))
         style.hide_unused(axes, used)
-        fig.suptitle(style.text(f"{module_label(module)}: one-step Jacobian norms (training step {step})"),
-                     fontsize=11)
+        style.title(fig, style.text(f"{module_label(module)}: one-step Jacobian norms (training step {step})"))
         yield Plot("jacobians", module, f"Jacobian norms — {module_label(module)}",
                    "Spectral norm of the one-step Jacobian ∂state_{t+1}/∂state_t along the trajectory. "
                    "Products of these bound how the gradient changes going back: norms mostly below 1 "
@@ -73,7 +72,7 @@ def compare_figures(runs):
         return
     _finish(ax)
     ax.legend(fontsize=8)
-    fig.suptitle("One-step Jacobian norms, runs overlaid (first layer of each)", fontsize=11)
+    style.title(fig, "One-step Jacobian norms, runs overlaid (first layer of each)")
     yield Plot("jacobians", "compare", "Jacobian norms, runs overlaid",
                "Spectral norm of ∂state_{t+1}/∂state_t per time step, first recurrent layer of each run.",
                fig)

@@ -33,7 +33,7 @@ def draw(entries, title):
     ax.set_ylabel("Lyapunov exponent λ_i (log growth per step)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
+    style.title(fig, title)
     return fig
 
 

@@ -8,6 +8,13 @@ from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, ordered
 
 MAX_PARTS = 8
 GATE_ORDER = ("hh", "r", "z", "n", "i", "f", "g", "o")
+# a fixed colour per gate name, so gate f is the same colour in every panel and run
+GATE_COLORS = dict(zip(GATE_ORDER, ("#444444", "#1f77b4", "#d62728", "#2ca02c",
+                                    "#9467bd", "#ff7f0e", "#17becf", "#8c564b")))
+
+
+def gate_color(gate, index):
+    return GATE_COLORS.get(gate, style.series_color(index + 2))
 
 
 def gates_of(spectra, module, layer, direction):
@@ -43,8 +50,8 @@ def draw_singular_values(ax, series):
     style.log_y(ax)
     ax.set_xlabel("index i (largest first)")
     ax.set_ylabel("singular value σ_i")
+    style.plain_log_labels(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
 
 
 def draw_eigenvalues(ax, series):
@@ -72,7 +79,6 @@ def draw_eigenvalues(ax, series):
     ax.axvline(0, color="#cccccc", lw=0.6)
     ax.set_xlabel("Re λ")
     ax.set_ylabel("Im λ")
-    ax.legend(fontsize=7, loc="upper right")
 
 
 def part_series(run, module, layer, direction):
@@ -82,8 +88,8 @@ def part_series(run, module, layer, direction):
         values = run.spectrum(module, layer, direction, gate)
         if values is None:
             continue
-        sv.append((f"gate {gate}", style.series_color(g), values["singular_values"]))
-        eig.append((f"gate {gate}", style.series_color(g), values["eigenvalues"]))
+        sv.append((f"gate {gate}", gate_color(gate, g), values["singular_values"]))
+        eig.append((f"gate {gate}", gate_color(gate, g), values["eigenvalues"]))
     return sv, eig
 
 
@@ -98,15 +104,15 @@ def figures(run):
         drawn = [d for d in drawn if d[2] or d[3]]
         if not drawn:
             continue
-        fig, axes = style.new_figure(len(drawn), 2, width=4.8, height=3.4)
+        fig, axes = style.new_figure(len(drawn), 2, width=4.8, height=3.4, legend=True)
         for r, (layer, direction, sv, eig) in enumerate(drawn):
             label = style.text(part_label(module, layer, direction, run.meta, with_module=False))
             draw_singular_values(axes[r, 0], sv)
             axes[r, 0].set_title(f"{label}: singular values", fontsize=10)
             draw_eigenvalues(axes[r, 1], eig)
             axes[r, 1].set_title(f"{label}: eigenvalues", fontsize=10)
-        fig.suptitle(style.text(f"{module_label(module)}: recurrent weight spectra (training step {step})"),
-                     fontsize=11)
+        style.figure_legend(fig, axes.flat)
+        style.title(fig, style.text(f"{module_label(module)}: recurrent weight spectra (training step {step})"))
         yield Plot("spectrum", module, f"Recurrent weight spectra — {module_label(module)}",
                    "Left: singular values of each gate's recurrent weight block, largest first. For a "
                    "tanh RNN, σ_max < 1 is enough for the gradient to vanish (Pascanu et al. 2013); "
@@ -132,14 +138,15 @@ def compare_figures(runs):
                     break
     if not columns:
         return
-    fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4)
+    fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4, legend=True)
     for c, (run, module, layer, direction, sv, eig) in enumerate(columns):
         label = style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}")
         draw_singular_values(axes[0, c], sv)
         axes[0, c].set_title(f"{label}: singular values", fontsize=9)
         draw_eigenvalues(axes[1, c], eig)
         axes[1, c].set_title(f"{label}: eigenvalues", fontsize=9)
-    fig.suptitle("Recurrent weight spectra, runs side by side (last recorded step)", fontsize=11)
+    style.figure_legend(fig, axes.flat)
+    style.title(fig, "Recurrent weight spectra, runs side by side (last recorded step)")
     yield Plot("spectrum", "compare", "Recurrent weight spectra, runs side by side",
                "Top: singular values per gate of each run's first recurrent layer; bottom: its "
                "eigenvalues against the unit circle.", fig)

@@ -35,32 +35,70 @@ def text(value):
 
 # fixed margins in inches: grid figures have short, known labels, so a fixed layout looks the
 # same as matplotlib's constrained layout at half the drawing time
-LEFT, RIGHT, BOTTOM, TOP = 0.85, 0.3, 0.6, 0.6
-WGAP, HGAP = 0.9, 0.85
+LEFT, RIGHT, BOTTOM, TOP = 0.95, 0.3, 0.6, 0.75
+WGAP, HGAP = 1.0, 0.85
+LEGEND_ROW = 0.35  # extra top margin for a figure-wide legend under the title
 
 
-def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, **subplot_kw):
+def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, legend=False,
+               **subplot_kw):
     """A Figure and its axes as a 2-D array (rows x cols). Panels get ``width`` x ``height``
     inches each (default PANEL_WIDTH x PANEL_HEIGHT) inside fixed margins; ``flexible``
-    uses constrained layout instead, for figures with long tick labels."""
+    uses constrained layout instead, for figures with long tick labels. ``legend`` leaves a
+    row under the title for ``figure_legend``."""
     pw, ph = (width or PANEL_WIDTH), (height or PANEL_HEIGHT)
     if flexible:
         fig = Figure(figsize=(pw * cols, ph * rows), dpi=DPI, layout="constrained")
         return fig, fig.subplots(rows, cols, squeeze=False, **subplot_kw)
     fw = LEFT + right + cols * pw + (cols - 1) * WGAP
-    fh = BOTTOM + TOP + rows * ph + (rows - 1) * HGAP
+    top = TOP + (LEGEND_ROW if legend else 0.0)
+    fh = BOTTOM + top + rows * ph + (rows - 1) * HGAP
     fig = Figure(figsize=(fw, fh), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False, **subplot_kw)
-    fig.subplots_adjust(left=LEFT / fw, right=1 - right / fw, bottom=BOTTOM / fh, top=1 - TOP / fh,
+    fig.subplots_adjust(left=LEFT / fw, right=1 - right / fw, bottom=BOTTOM / fh, top=1 - top / fh,
                         wspace=WGAP / pw, hspace=HGAP / ph)
     return fig, axes
 
 
+def title(fig, words):
+    """The figure title, a fixed distance from the top edge (``words`` already ``text()``-safe)."""
+    h = fig.get_size_inches()[1]
+    fig.suptitle(words, fontsize=11, y=1 - 0.12 / h, va="top")
+
+
+def figure_legend(fig, axes_list, ncol=None):
+    """One legend for the whole figure, in the row under the title: the entries of every axes,
+    each label once, so a legend never covers data."""
+    entries = {}
+    for ax in axes_list:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if not entries:
+        return None
+    h = fig.get_size_inches()[1]
+    return fig.legend(list(entries.values()), list(entries.keys()), loc="upper center",
+                      bbox_to_anchor=(0.5, 1 - 0.42 / h), ncol=ncol or min(len(entries), 7),
+                      frameon=False, fontsize=8)
+
+
+def plain_log_labels(ax):
+    """On a log axis spanning less than a decade, evenly spaced ticks labelled as plain
+    numbers (1.2, 1.4) instead of sparse 1.2×10^0-style labels that are hard to read."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 8:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def colorbar(fig, mappable, label):
     """A colour bar in the right margin (make the figure with ``right=1.3``)."""
-    w, h = fig.get_size_inches()
-    cax = fig.add_axes([1 - 1.05 / w, BOTTOM / h, 0.18 / w, 1 - (BOTTOM + TOP) / h])
-    return fig.colorbar(mappable, cax=cax, label=label, extend="both")
+    w = fig.get_size_inches()[0]
+    bottom, top = fig.subplotpars.bottom, fig.subplotpars.top
+    cax = fig.add_axes([1 - 1.05 / w, bottom, 0.18 / w, top - bottom])
+    return fig.colorbar(mappable, cax=cax, label=label, extend="min")
 
 
 def log_y(ax):

@@ -1,10 +1,9 @@
 """Per-timestep gradient norms: total, carried and direct, per layer, direction and state."""
 
 import numpy as np
-import pandas as pd
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, grid, module_label, part_label
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, select
 
 STATE_NAME = {"h": "h_t", "c": "c_t"}
 
@@ -32,35 +31,49 @@ def y_label(state):
 
 
 def draw_flow_hint(ax, direction):
-    arrow = "← backprop flows to earlier t" if direction != "reverse" else "backprop flows to later t →"
-    ax.text(0.99 if direction != "reverse" else 0.01, 0.02, arrow, transform=ax.transAxes,
-            ha="right" if direction != "reverse" else "left", va="bottom", fontsize=7,
-            color=style.ZERO_LINE)
+    forward = direction != "reverse"
+    ax.text(0.99 if forward else 0.01, 0.02,
+            "← backprop runs toward earlier t" if forward else "backprop runs toward later t →",
+            transform=ax.transAxes, ha="right" if forward else "left", va="bottom", fontsize=7,
+            color=style.ZERO_LINE, bbox=dict(facecolor="white", alpha=0.75, edgecolor="none", pad=1.5))
+
+
+LINES = (  # column, colour, legend, width, style, z-order: total under the parts it sums
+    ("grad_norm", style.TOTAL, "total", 2.6, "-", 2),
+    ("carried_norm", style.CARRIED, "carried (from the next step)", 1.4, "--", 3),
+    ("direct_norm", style.DIRECT, "direct (loss or layer above)", 1.4, "-", 3),
+)
 
 
 def _draw_panel(ax, last, history):
     curve = per_t(last)
     t = curve["t"].to_numpy()
-    band = history_band(history) if history is not None else None
+    band = history_band(history) if history is not None and len(history) else None
     if band is not None:
         ax.fill_between(band["t"], band[0.1], band[0.9], color=style.TOTAL, alpha=0.10, lw=0,
-                        label="total, 10–90% over training")
-    for column, color, label, width in (("grad_norm", style.TOTAL, "total", 2.0),
-                                        ("carried_norm", style.CARRIED, "carried (from next step)", 1.3),
-                                        ("direct_norm", style.DIRECT, "direct (loss / layer above)", 1.3)):
+                        label="total: 10–90% range over training")
+    zero_notes = []
+    for column, color, label, width, line, z in LINES:
         values = curve[column].to_numpy(dtype=float)
         if not len(style.positive_finite(values)):
             continue
         zeros = int(np.sum(values == 0))
-        suffix = f" — 0 at {zeros} of {len(values)} t" if zeros else ""
-        ax.plot(t, values, color=color, lw=width, marker=style.marker_for(values), ms=3,
-                label=label + suffix)
+        if zeros and column != "grad_norm":
+            zero_notes.append(f"{label.split(' ')[0]} = 0 at {zeros}/{len(values)} t")
+        ax.plot(t, values, color=color, lw=width, ls=line, zorder=z, marker=style.marker_for(values),
+                ms=3, label=label)
     bad = curve.loc[curve["nonfinite"] > 0, "t"].to_numpy()
     for i, tb in enumerate(bad[:200]):
-        ax.axvline(tb, color="#d62728", alpha=0.35, lw=1, label="non-finite (NaN/Inf)" if i == 0 else None)
+        ax.axvline(tb, color="#e7298a", alpha=0.5, lw=1.2, label="NaN/Inf in the gradient" if i == 0 else None)
     style.log_y(ax)
+    style.plain_log_labels(ax)
     ax.set_xlabel("time step t (input position)")
-    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, alpha=0.3)
+    if zero_notes:  # gaps on a log axis: say why, in the corner the typical curve leaves empty
+        forward = last["direction"].iloc[0] != "reverse"
+        ax.text(0.01 if forward else 0.99, 0.98, "; ".join(zero_notes), transform=ax.transAxes,
+                ha="left" if forward else "right", va="top", fontsize=7, color=style.ZERO_LINE,
+                bbox=dict(facecolor="white", alpha=0.75, edgecolor="none", pad=1.5))
 
 
 def figures(run):
@@ -73,29 +86,26 @@ def figures(run):
         if part.empty:
             continue
         hist = run.history[run.history["module"] == module]
-        layers, cols = grid(part, module, states=True)
-        fig, axes = style.new_figure(len(layers), len(cols))
-        for r, layer in enumerate(layers):
-            for c, (direction, state) in enumerate(cols):
+        grid = panels(part, module)
+        fig, axes = style.new_figure(len(grid), len(grid[0]), legend=True)
+        for r, row in enumerate(grid):
+            for c, (layer, direction, state) in enumerate(row):
                 ax = axes[r, c]
-                sel = (part["layer"] == layer) & (part["direction"] == direction) & (part["state"] == state)
-                hsel = (hist["layer"] == layer) & (hist["direction"] == direction) & (hist["state"] == state)
-                if not sel.any():
+                sel = select(part, layer, direction, state)
+                if sel.empty:
                     style.empty_note(ax, "not recorded")
                     continue
-                _draw_panel(ax, part[sel], hist[hsel])
+                _draw_panel(ax, sel, select(hist, layer, direction, state))
                 ax.set_ylabel(y_label(state))
-                ax.set_title(style.text(part_label(module, layer, direction, run.meta, with_module=False)
-                                        + f" · state {state}"), fontsize=10)
+                ax.set_title(style.text(panel_title(module, layer, direction, state, run.meta)), fontsize=10)
                 draw_flow_hint(ax, direction)
-        axes[0, 0].legend(fontsize=7, loc="best")
-        fig.suptitle(style.text(f"{module_label(module)}: gradient norm per time step (training step {step})"),
-                     fontsize=11)
+        style.figure_legend(fig, axes.flat)
+        style.title(fig, style.text(f"{module_label(module)}: gradient norm per time step (training step {step})"))
         yield Plot("timesteps", module, f"Gradient per time step — {module_label(module)}",
                    "Norm of ∂L/∂h_t at each time step t of the last recorded training step (mean over "
-                   "calls): total = carried + direct. A total that falls steeply toward earlier t "
-                   "(for the forward direction) is a vanishing gradient; one that grows is exploding. "
-                   "The grey band is the 10–90% range of the total over the sampled training steps.",
+                   "calls): total = carried + direct. A total that falls steeply going back in time is "
+                   "a vanishing gradient; one that grows is exploding. The grey band is the 10–90% "
+                   "range of the total over the sampled training steps; magenta lines mark NaN/Inf.",
                    fig)
 
 
@@ -104,25 +114,24 @@ def compare_figures(runs):
     keys = []
     for run in runs:
         rows = run.last[run.last["state"] == "h"] if not run.last.empty else run.last
-        for key in rows[["layer", "direction"]].drop_duplicates().itertuples(index=False):
-            if tuple(key) not in keys:
-                keys.append(tuple(key))
+        for layer, direction in rows[["layer", "direction"]].drop_duplicates().itertuples(index=False):
+            if (int(layer), direction) not in keys:
+                keys.append((int(layer), direction))
     if not keys:
         return
     layers = sorted({k[0] for k in keys})
     directions = [d for d in ("forward", "reverse") if any(k[1] == d for k in keys)]
-    fig, axes = style.new_figure(len(layers), len(directions), width=6.0)
+    fig, axes = style.new_figure(len(layers), len(directions), width=6.0, legend=True)
     used = set()
     for i, run in enumerate(runs):
         rows = run.last
         if rows.empty:
             continue
-        modules = run.modules()
-        for m_index, module in enumerate(modules[:MAX_MODULES]):
+        modules = [m for m in run.modules() if (rows["module"] == m).any()][:MAX_MODULES]
+        for m_index, module in enumerate(modules):
             for r, layer in enumerate(layers):
                 for c, direction in enumerate(directions):
-                    sel = rows[(rows["module"] == module) & (rows["layer"] == layer)
-                               & (rows["direction"] == direction) & (rows["state"] == "h")]
+                    sel = select(rows[rows["module"] == module], layer, direction, "h")
                     if sel.empty:
                         continue
                     curve = per_t(sel)
@@ -138,15 +147,16 @@ def compare_figures(runs):
             if (r, c) not in used:
                 continue
             style.log_y(ax)
-            ax.set_title(f"layer {layer} · {direction} · state h", fontsize=10)
+            style.plain_log_labels(ax)
+            ax.set_title(f"layer {layer} · {direction}", fontsize=10)
             ax.set_xlabel("time step t (input position)")
             ax.set_ylabel(y_label("h"))
             ax.grid(True, alpha=0.3)
             draw_flow_hint(ax, direction)
-            ax.legend(fontsize=8)
     style.hide_unused(axes, used)
-    fig.suptitle("Total gradient norm per time step, runs overlaid (last recorded step of each)", fontsize=11)
+    style.figure_legend(fig, axes.flat)
+    style.title(fig, "Total gradient norm per time step, runs overlaid (last recorded step of each)")
     yield Plot("timesteps", "compare", "Gradient per time step, runs overlaid",
                "Total norm of ∂L/∂h_t per time step for each run, on the same log axis. The slope "
-               "toward earlier t is the per-step gain: flat keeps the gradient, falling loses it.",
+               "going back in time is the per-step gain: flat keeps the gradient, falling loses it.",
                fig)
