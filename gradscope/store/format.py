@@ -29,6 +29,7 @@ import zlib
 import pandas as pd
 
 from gradscope.records import SCHEMA_VERSION, TABLES, _dtype
+from gradscope.store.errors import RunFormatError
 
 META_FILE = "meta.json"
 COMMIT_FILE = "steps.jsonl"
@@ -180,8 +181,6 @@ def read_csv_options(table, columns):
 
 def check_schema(meta, where):
     """Raise a clear error unless ``meta`` is a run meta dict of this gradscope's schema."""
-    from gradscope.store.errors import RunFormatError
-
     if not isinstance(meta, dict) or "schema" not in meta:
         raise RunFormatError(f"{where} has no \"schema\" entry: not a gradscope run folder")
     if meta["schema"] != SCHEMA_VERSION:
