@@ -184,7 +184,8 @@ class RunWriter:
                 "overwrite=True to replace it, or append=True to go on with it.")
         raise RunFormatError(
             f"{self.path} holds {present}, which a run folder needs for itself; choose "
-            "another run_dir or move those files.")
+            "another run_dir, move those files, or pass overwrite=True to delete them (e.g. "
+            "what a writer killed before its first step left).")
 
     def _cut_to_last_commit(self):
         """Before appending: check the old run's schema and cut every file back to the end of
