@@ -1,0 +1,35 @@
+"""``gradscope report RUN_DIR``: render a saved run folder as an HTML report."""
+
+import sys
+from pathlib import Path
+
+OK, USAGE = 0, 2
+
+DESCRIPTION = """\
+Render a run folder (written by gradscope.watch(model, run_dir=...)) as a self-contained
+HTML report with PNG figures: verdicts first, then figures, tables and how to read them.
+The page opens offline; print its path and open it in any browser.
+"""
+
+
+def add_arguments(parser):
+    parser.description = DESCRIPTION
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to render")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="folder for index.html and figures/ (default: RUN_DIR/report)")
+    parser.add_argument("--title", metavar="T", default=None,
+                        help='page heading (default: "gradscope report: <run name>")')
+
+
+def run(args):
+    from gradscope.report import report
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "report"
+    try:
+        page = report(run_dir, out, title=args.title)
+    except (FileNotFoundError, ValueError) as error:  # RunFormatError is a ValueError
+        print(f"gradscope report: {error}", file=sys.stderr)
+        return USAGE
+    print(page)
+    return OK
