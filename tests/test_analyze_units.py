@@ -411,3 +411,12 @@ def test_finding_rejects_unknown_severity():
     with pytest.raises(ValueError, match="severity"):
         Finding("vanishing", "fatal", "", 0, "forward", "msg")
     assert isinstance(analyze(FakeSource(chain(0.9))), Diagnosis)
+
+
+def test_vanishing_lstm_with_open_forget_gates_gets_a_larger_bias_advice():
+    ts = chain(0.85, module="lstm", cell="LSTM")   # horizon 42 < 60
+    meta = {"modules": {"lstm": {"kind": "module", "hidden_size": 16}}}
+    gates = [gate_row("f", "sigmoid", 0.0, 0.1, mean=0.85)]
+    f = only(analyze(FakeSource(ts, gates=gates, meta=meta)), "vanishing")
+    assert f.evidence["forget_gate_mean"] == pytest.approx(0.85)
+    assert f"fill_({math.log(60):.2g})" in f.advice and "fill_(1.0)" not in f.advice

@@ -82,6 +82,19 @@ def forget_bias(part) -> str:
             f"{expr}.{bias_hh}{rows}.zero_()")
 
 
+def chrono_forget_bias(part, steps, forget_mean) -> str:
+    """Forget gates already open but not open enough: f must be about 1 - 1/steps to keep the
+    cell state over ``steps`` steps, i.e. a bias of log(steps) (chrono initialisation)."""
+    rows = _gate_rows(part, 1)
+    expr = module_expr(part)
+    bias_ih, bias_hh = param_name(part, "bias_ih"), param_name(part, "bias_hh")
+    bias = round_sig(math.log(max(steps, 2.0)) if math.isfinite(steps) else 3.0)
+    return (f"the forget gates already average {forget_mean:.2f}; to keep the cell state "
+            f"over {steps:.0f} steps set the forget-gate bias to log({steps:.0f}) = {bias:g} "
+            f"(chrono initialisation, Tallec & Ollivier 2018): with torch.no_grad(): "
+            f"{expr}.{bias_ih}{rows}.fill_({bias:g}); {expr}.{bias_hh}{rows}.zero_()")
+
+
 def update_gate_bias(part) -> str:
     rows = _gate_rows(part, 1, n_gates=3)
     expr = module_expr(part)

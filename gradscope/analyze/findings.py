@@ -68,7 +68,14 @@ def vanishing(part, rules) -> list:
     if part.cell in PLAIN_RNN:
         text = advice.join(advice.orthogonal_init(part), advice.gated_cell(part), window)
     elif part.cell == "LSTM":
-        text = advice.join(advice.forget_bias(part), window)
+        forget = _latest_gate_mean(part, "f")
+        # sigmoid(1) = 0.73: forget gates already above what bias 1.0 gives need a larger bias
+        if math.isfinite(forget) and forget > 0.73:
+            evidence["forget_gate_mean"] = forget
+            text = advice.join(advice.chrono_forget_bias(part, n["required_horizon"], forget),
+                               window)
+        else:
+            text = advice.join(advice.forget_bias(part), window)
     elif part.cell == "GRU":
         text = advice.join(advice.update_gate_bias(part), window)
     else:
@@ -181,6 +188,14 @@ def saturation(part, rules) -> list:
             findings.append(_saturation_finding(part, gate, activation, end, now, then,
                                                 latest_step, first_step, rules))
     return findings
+
+
+def _latest_gate_mean(part, gate) -> float:
+    gates = part.gates
+    if gates is None or gates.empty:
+        return math.nan
+    rows = gates[(gates["gate"] == gate) & (gates["step"] == gates["step"].max())]
+    return _shares(rows)["mean"] if not rows.empty else math.nan
 
 
 def _shares(rows) -> dict:
