@@ -1,0 +1,90 @@
+"""The demo's own section of the comparison page: task loss against the trivial baseline, and
+per model the gain and horizon next to it, so the page shows cause (gradient) and effect (loss).
+"""
+
+import html
+import math
+
+_MARK = "<!-- gradscope demo: task section -->"
+
+
+def task_section(results):
+    """HTML for ``results`` (the dict ``run_demo`` returns)."""
+    task, training = results["task"], results["training"]
+    baseline = task["baseline"]
+    rows = "".join(_row(m, baseline) for m in results["models"])
+    head = "".join(f"<th>{_esc(h)}</th>" for h in (
+        "model", "parameters", f"held-out {task['loss_name']}", "÷ baseline", "beats baseline",
+        "gain (×/step)", "horizon (steps)", "gain, last step", "horizon, last step", "verdict"))
+    return (
+        f'{_MARK}<section id="task"><h2>Task loss against the trivial baseline</h2>'
+        f"<p>Task <b>{_esc(task['task'])}</b>, sequence length T = {task['seq_len']}. "
+        f"Trivial baseline: {_esc(task['loss_name'])} {baseline:.4f}, from the best guess that ignores "
+        f"the sequence ({_esc(task['baseline_note'])}). A model below it carried information across time.</p>"
+        f"<p class=\"muted\">Each model: one recurrent layer of hidden size {training['hidden']} and a linear "
+        f"read-out, {training['steps']} steps of {_esc(training['optimizer'])} (lr {training['lr']:g}, batch "
+        f"{training['batch_size']}, gradient norm clipped at {training['clip_grad_norm']:g}), seed "
+        f"{training['seed']}, recorded every {results['every']} steps. Loss on a held-out batch of 512 after "
+        "training. Gain and horizon: over all recorded steps, and at the last recorded step.</p>"
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+        f"<p>{_esc(reading(results))}</p></section>")
+
+
+def reading(results):
+    """One sentence that says what the numbers show."""
+    models = results["models"]
+    if not models:
+        return ""
+    shortest = min(models, key=lambda m: _order(m["horizon_end"]))
+    longest = max(models, key=lambda m: _order(m["horizon_end"]))
+    text = (f"At the end of training the {shortest['model']}'s gradient falls to 1/1000 of its size "
+            f"within {_steps(shortest['horizon_end'])} steps back; the {longest['model']}'s reaches "
+            f"{_steps(longest['horizon_end'])} steps back")
+    if math.isfinite(longest["horizon_end"]) and longest["horizon_end"] > results["task"]["seq_len"]:
+        text += f", beyond the whole sequence of {results['task']['seq_len']}"
+    return text + "."
+
+
+def insert_section(index_html, section):
+    """Put ``section`` right after the page header of ``index_html`` (once; a rerun replaces it)."""
+    text = index_html.read_text(encoding="utf-8")
+    if _MARK in text:
+        return
+    for anchor in ("</header>", "<main>"):
+        at = text.find(anchor)
+        if at >= 0:
+            at += len(anchor)
+            break
+    else:
+        at = text.rfind("</body>") if "</body>" in text else len(text)
+    index_html.write_text(text[:at] + "\n" + section + "\n" + text[at:], encoding="utf-8")
+
+
+def _row(m, baseline):
+    ratio = m["eval_loss"] / baseline if baseline else math.nan
+    verdict = str(m["verdict"])
+    cells = [f'<td class="text">{_esc(m["model"])}</td>', f"<td>{m['parameters']}</td>",
+             f"<td>{m['eval_loss']:.4f}</td>", f"<td>{ratio:.2f}</td>",
+             f"<td>{'yes' if m['eval_loss'] < baseline else 'no'}</td>",
+             f"<td>{_num(m['gain'])}</td>", f"<td>{_steps(m['horizon'])}</td>",
+             f"<td>{_num(m['gain_end'])}</td>", f"<td>{_steps(m['horizon_end'])}</td>",
+             f'<td class="text verdict-{_esc(verdict)}">{_esc(verdict)}</td>']
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _esc(value):
+    return html.escape(str(value), quote=True)
+
+
+def _num(value):
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _steps(value):
+    if value is None or math.isnan(value):
+        return "–"
+    return "∞" if math.isinf(value) else f"{value:.0f}"
+
+
+def _order(value):
+    return -1.0 if value is None or math.isnan(value) else value
