@@ -71,7 +71,7 @@ def test_verdicts_come_from_analyze_with_evidence_and_advice(lstm_page):
     verdicts = text[text.index('<section id="verdicts">'):text.index('<section id="figures">')]
     # gain about 0.55 over 20 steps: the horizon (about 12 steps) is shorter than the sequence
     assert "vanishing" in verdicts and 'class="status bad"' in verdicts
-    assert "<dl>" in verdicts and 'class="advice"' in verdicts
+    assert 'class="chip"><code>gain</code>' in verdicts and 'class="advice"' in verdicts
 
 
 def test_page_is_self_contained(lstm_page):

@@ -35,10 +35,12 @@ nav a { margin-right: 14px; color: var(--info); text-decoration: none; }
 .finding .message { margin: 4px 0; font-weight: 600; overflow-wrap:anywhere; }
 .finding .advice { margin: 6px 0 0; overflow-wrap:anywhere; }
 .finding .advice::before { content: "What to do: "; font-weight: 600; }
-.finding dl { display: grid; grid-template-columns: max-content 1fr; gap: 0 12px; margin: 6px 0 0;
-              font-size: 13px; color: var(--muted); }
-.finding dt { font-family: ui-monospace, Menlo, Consolas, monospace; }
-.finding dd { margin: 0; overflow-wrap:anywhere; }
+.evidence { margin: 6px 0 0; font-size: 13px; color: var(--muted); }
+.chip { display: inline-block; background: var(--soft); border-radius: 4px; padding: 1px 7px;
+        margin: 2px 6px 2px 0; white-space: nowrap; }
+.chip code, .evidence-line code { color: var(--fg); }
+.evidence details { display: inline; } .evidence summary { cursor: pointer; display: inline; color: var(--info); }
+.evidence-line { margin: 4px 0 0; font-size: 13px; color: var(--muted); overflow-wrap:anywhere; }
 .badge { display:inline-block; font-size: 12px; font-weight: 700; padding: 1px 8px; border-radius: 10px;
          color:#fff; background: var(--muted); margin-right: 6px; text-transform: uppercase; }
 .badge.error { background: var(--err); } .badge.warning { background: var(--warn); }
@@ -111,14 +113,23 @@ def _css_token(value):
     return "".join(ch for ch in str(value).lower() if ch.isalnum() or ch == "-")[:20]
 
 
-def evidence_list(evidence):
-    """A finding's evidence (a dict, usually) as a definition list."""
+def evidence_list(evidence, shown=8):
+    """A finding's evidence: numbers as compact ``name value`` chips (the first ``shown`` in
+    view, the rest behind a native <details> toggle), sentences as their own lines."""
     if evidence is None or (hasattr(evidence, "__len__") and len(evidence) == 0):
         return ""
     if not isinstance(evidence, dict):
-        return f"<dl><dt>evidence</dt><dd>{esc(_short(evidence))}</dd></dl>"
-    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(_short(v))}</dd>" for k, v in evidence.items())
-    return f"<dl>{items}</dl>"
+        evidence = {"evidence": evidence}
+    sentences = {k: v for k, v in evidence.items() if isinstance(v, str) and " " in v}
+    numbers = [(k, v) for k, v in evidence.items() if k not in sentences]
+    chips = [f'<span class="chip"><code>{esc(k)}</code> {esc(_short(v))}</span>' for k, v in numbers]
+    out = '<div class="evidence">' + "".join(chips[:shown])
+    if len(chips) > shown:
+        out += (f"<details><summary>{len(chips) - shown} more numbers</summary>"
+                + "".join(chips[shown:]) + "</details>")
+    out += "</div>"
+    out += "".join(f'<p class="evidence-line"><code>{esc(k)}</code>: {esc(v)}</p>' for k, v in sentences.items())
+    return out
 
 
 def _short(value, limit=12):

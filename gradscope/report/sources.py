@@ -48,18 +48,23 @@ def evenly_spaced(values, limit):
     return values[picks]
 
 
-def recorded_steps(source):
-    """The sorted step numbers the source holds (read from the timesteps table if the source
-    cannot list them itself)."""
-    lister = getattr(source, "steps", None)
-    if callable(lister):
-        try:
-            steps = lister()
-        except TypeError:
-            steps = None
-        if steps is not None:
-            return np.unique(np.asarray(list(steps), dtype=np.int64))
-    return np.unique(read_table(source, "timesteps")["step"].to_numpy(dtype=np.int64))
+def sampled_timesteps(source, limit):
+    """(every recorded step, the at most ``limit`` sampled steps, their timesteps rows).
+
+    A source that lists its steps and reads by step (a Run) reads only the sampled steps;
+    any other is read once and filtered."""
+    lister = getattr(source, "steps", None)  # a Run's method; a Scope's is a count, not a list
+    method = getattr(source, "timesteps", None)
+    if callable(lister) and callable(method) and _accepts_steps(method):
+        steps = np.unique(np.asarray(list(lister()), dtype=np.int64))
+        sampled = evenly_spaced(steps, limit)
+        return steps, sampled, read_table(source, "timesteps", sampled)
+    rows = read_table(source, "timesteps")
+    steps = np.unique(rows["step"].to_numpy(dtype=np.int64))
+    sampled = evenly_spaced(steps, limit)
+    if len(sampled) < len(steps):
+        rows = rows[rows["step"].isin(sampled)].reset_index(drop=True)
+    return steps, sampled, rows
 
 
 def read_table(source, table, steps=None):
@@ -147,10 +152,8 @@ def collect(source, name=None, history_steps=MAX_HISTORY_STEPS):
     source = open_source(source)
     meta = dict(getattr(source, "meta", None) or {})
     name = str(name if name is not None else (getattr(source, "name", None) or meta.get("name") or "run"))
-    steps = recorded_steps(source)
-    sampled = evenly_spaced(steps, history_steps)
+    steps, sampled, history = sampled_timesteps(source, history_steps)
     last = steps[-1:] if len(steps) else steps
-    history = read_table(source, "timesteps", sampled)
     diagnosis = analyze(source)
     return RunData(
         name=name, source=source, meta=meta, steps=steps, sampled=sampled,

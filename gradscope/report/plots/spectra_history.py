@@ -15,7 +15,7 @@ def figures(run):
             continue
         cols = min(len(parts), 2)
         rows = (len(parts) + cols - 1) // cols
-        fig, axes = style.new_figure(rows, cols, legend=True)
+        fig, axes = style.new_figure(rows, cols)
         used = set()
         for k, (layer, direction) in enumerate(parts):
             ax = axes[k // cols, k % cols]

@@ -104,7 +104,7 @@ def figures(run):
         drawn = [d for d in drawn if d[2] or d[3]]
         if not drawn:
             continue
-        fig, axes = style.new_figure(len(drawn), 2, width=4.8, height=3.4, legend=True)
+        fig, axes = style.new_figure(len(drawn), 2, width=4.8, height=3.4)
         for r, (layer, direction, sv, eig) in enumerate(drawn):
             label = style.text(part_label(module, layer, direction, run.meta, with_module=False))
             draw_singular_values(axes[r, 0], sv)
@@ -138,7 +138,7 @@ def compare_figures(runs):
                     break
     if not columns:
         return
-    fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4, legend=True)
+    fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4)
     for c, (run, module, layer, direction, sv, eig) in enumerate(columns):
         label = style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}")
         draw_singular_values(axes[0, c], sv)

@@ -37,25 +37,22 @@ def text(value):
 # same as matplotlib's constrained layout at half the drawing time
 LEFT, RIGHT, BOTTOM, TOP = 0.95, 0.3, 0.6, 0.75
 WGAP, HGAP = 1.0, 0.85
-LEGEND_ROW = 0.35  # extra top margin for a figure-wide legend under the title
+LEGEND_ROW_HEIGHT = 0.22  # inches per row of a figure-wide legend (fontsize 8)
 
 
-def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, legend=False,
-               **subplot_kw):
+def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, **subplot_kw):
     """A Figure and its axes as a 2-D array (rows x cols). Panels get ``width`` x ``height``
     inches each (default PANEL_WIDTH x PANEL_HEIGHT) inside fixed margins; ``flexible``
-    uses constrained layout instead, for figures with long tick labels. ``legend`` leaves a
-    row under the title for ``figure_legend``."""
+    uses constrained layout instead, for figures with long tick labels."""
     pw, ph = (width or PANEL_WIDTH), (height or PANEL_HEIGHT)
     if flexible:
         fig = Figure(figsize=(pw * cols, ph * rows), dpi=DPI, layout="constrained")
         return fig, fig.subplots(rows, cols, squeeze=False, **subplot_kw)
     fw = LEFT + right + cols * pw + (cols - 1) * WGAP
-    top = TOP + (LEGEND_ROW if legend else 0.0)
-    fh = BOTTOM + top + rows * ph + (rows - 1) * HGAP
+    fh = BOTTOM + TOP + rows * ph + (rows - 1) * HGAP
     fig = Figure(figsize=(fw, fh), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False, **subplot_kw)
-    fig.subplots_adjust(left=LEFT / fw, right=1 - right / fw, bottom=BOTTOM / fh, top=1 - top / fh,
+    fig.subplots_adjust(left=LEFT / fw, right=1 - right / fw, bottom=BOTTOM / fh, top=1 - TOP / fh,
                         wspace=WGAP / pw, hspace=HGAP / ph)
     return fig, axes
 
@@ -66,19 +63,27 @@ def title(fig, words):
     fig.suptitle(words, fontsize=11, y=1 - 0.12 / h, va="top")
 
 
-def figure_legend(fig, axes_list, ncol=None):
-    """One legend for the whole figure, in the row under the title: the entries of every axes,
-    each label once, so a legend never covers data."""
+def figure_legend(fig, axes_list):
+    """One legend for the whole figure, under the title, so a legend never covers data: the
+    entries of every axes, each label once, in as many rows as the figure's width needs (the
+    figure grows taller by those rows; the panels keep their size)."""
     entries = {}
     for ax in axes_list:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if not entries:
         return None
-    h = fig.get_size_inches()[1]
+    w, h = fig.get_size_inches()
+    widest = max(len(label) for label in entries) * 0.062 + 0.75  # inches at fontsize 8
+    ncol = max(1, min(len(entries), int((w - 0.4) // widest)))
+    rows = -(-len(entries) // ncol)
+    top_now, bottom = (1 - fig.subplotpars.top) * h, fig.subplotpars.bottom * h
+    top = TOP + LEGEND_ROW_HEIGHT * rows + 0.1
+    new_h = h - top_now + top
+    fig.set_size_inches(w, new_h)
+    fig.subplots_adjust(top=1 - top / new_h, bottom=bottom / new_h)
     return fig.legend(list(entries.values()), list(entries.keys()), loc="upper center",
-                      bbox_to_anchor=(0.5, 1 - 0.42 / h), ncol=ncol or min(len(entries), 7),
-                      frameon=False, fontsize=8)
+                      bbox_to_anchor=(0.5, 1 - (TOP - 0.28) / new_h), ncol=ncol, frameon=False, fontsize=8)
 
 
 def plain_log_labels(ax):

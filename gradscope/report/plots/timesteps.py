@@ -51,7 +51,7 @@ def _draw_panel(ax, last, history):
     band = history_band(history) if history is not None and len(history) else None
     if band is not None:
         ax.fill_between(band["t"], band[0.1], band[0.9], color=style.TOTAL, alpha=0.10, lw=0,
-                        label="total: 10–90% range over training")
+                        label="total, 10–90% over training")
     zero_notes = []
     for column, color, label, width, line, z in LINES:
         values = curve[column].to_numpy(dtype=float)
@@ -64,7 +64,7 @@ def _draw_panel(ax, last, history):
                 ms=3, label=label)
     bad = curve.loc[curve["nonfinite"] > 0, "t"].to_numpy()
     for i, tb in enumerate(bad[:200]):
-        ax.axvline(tb, color="#e7298a", alpha=0.5, lw=1.2, label="NaN/Inf in the gradient" if i == 0 else None)
+        ax.axvline(tb, color="#e7298a", alpha=0.5, lw=1.2, label="NaN/Inf at this t" if i == 0 else None)
     style.log_y(ax)
     style.plain_log_labels(ax)
     ax.set_xlabel("time step t (input position)")
@@ -87,7 +87,7 @@ def figures(run):
             continue
         hist = run.history[run.history["module"] == module]
         grid = panels(part, module)
-        fig, axes = style.new_figure(len(grid), len(grid[0]), legend=True)
+        fig, axes = style.new_figure(len(grid), len(grid[0]))
         for r, row in enumerate(grid):
             for c, (layer, direction, state) in enumerate(row):
                 ax = axes[r, c]
@@ -121,7 +121,7 @@ def compare_figures(runs):
         return
     layers = sorted({k[0] for k in keys})
     directions = [d for d in ("forward", "reverse") if any(k[1] == d for k in keys)]
-    fig, axes = style.new_figure(len(layers), len(directions), width=6.0, legend=True)
+    fig, axes = style.new_figure(len(layers), len(directions), width=6.0)
     used = set()
     for i, run in enumerate(runs):
         rows = run.last

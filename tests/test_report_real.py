@@ -1,5 +1,6 @@
-"""The report in a real headless Chromium: it loads offline, every image decodes, the console
-stays clean, and a hostile run name shows up as text, not as markup."""
+"""Reports of real watched models (gradscope.watch), and one of them in a real headless
+Chromium: it loads offline, every image decodes, the console stays clean, and a hostile run
+name shows up as text, not as markup."""
 
 import json
 import shutil
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gradscope.report import report
-from test_report_fakes import FakeSource
-from test_report_render import HOSTILE_RUN
+import torch
+
+import gradscope
+from gradscope.report import compare, report
+from test_report_render import HOSTILE_RUN, assert_valid_pngs, image_sources
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -86,13 +89,71 @@ def check_loaded_cleanly(result):
     assert not result["alerted"]
 
 
+HOSTILE_KEY = "<b>enc</b>"  # a ModuleDict key: module names can hold markup too
+
+
+def train(model, head, steps, T, scope_kwargs):
+    """A few SGD steps on a last-step regression, under watch; returns the stopped Scope."""
+    torch.manual_seed(0)
+    params = list(model.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.05)
+    with gradscope.watch(model, **scope_kwargs) as scope:
+        for _ in range(steps):
+            x = torch.randn(T, 3, 4)
+            out, _ = model[HOSTILE_KEY](x) if isinstance(model, torch.nn.ModuleDict) else model(x)
+            loss = head(out[-1]).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return scope
+
+
+@pytest.fixture(scope="module")
+def real_page(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({HOSTILE_KEY: torch.nn.LSTM(4, 8, bidirectional=True)})
+    scope = train(model, torch.nn.Linear(16, 1), steps=3, T=16,
+                  scope_kwargs=dict(jacobians=True, name=HOSTILE_RUN))
+    out = tmp_path_factory.mktemp("real")
+    return scope, report(scope, out / "report")
+
+
+def test_a_watched_lstm_renders_with_its_figures(real_page):
+    scope, page = real_page
+    sources = assert_valid_pngs(page)
+    kinds = {s.split("-")[1] for s in sources}
+    assert {"gain", "timesteps", "heatmap", "gates"} <= kinds
+    if len(scope.spectra()):
+        assert "spectrum" in kinds
+    if len(scope.jacobians()):
+        assert {"jacobians", "lyapunov"} <= kinds
+    text = page.read_text(encoding="utf-8")
+    assert "&lt;b&gt;enc&lt;/b&gt;" in text and "<b>enc</b>" not in text
+    assert HOSTILE_RUN not in text
+
+
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
-def test_report_renders_in_headless_chromium(tmp_path):
-    source = FakeSource(name=HOSTILE_RUN, cell="GRU", layers=1, directions=("forward", "reverse"),
-                        T=10, steps=2, jacobians=True)
-    page = report(source, tmp_path / "report")
+def test_the_report_renders_in_headless_chromium(real_page, tmp_path):
+    _, page = real_page
     (result,) = open_pages([page], screenshot=tmp_path / "screenshot.png")
     check_loaded_cleanly(result)
     assert result["title"] == f"gradscope report: {HOSTILE_RUN}"  # shown as text, never run
-    assert len(result["images"]) >= 6
+    assert len(result["images"]) == len(image_sources(page.read_text(encoding="utf-8")))
     assert (tmp_path / "screenshot.png").stat().st_size > 10_000
+
+
+def test_rnn_gru_lstm_compare_from_a_scope_a_run_folder_and_a_run(tmp_path):
+    scopes = {}
+    for name, cls in (("RNN", torch.nn.RNN), ("GRU", torch.nn.GRU), ("LSTM", torch.nn.LSTM)):
+        torch.manual_seed(1)
+        run_dir = tmp_path / "runs" / name if name != "RNN" else None
+        scopes[name] = train(cls(4, 8), torch.nn.Linear(8, 1), steps=2, T=12,
+                             scope_kwargs=dict(run_dir=run_dir, name=name))
+    sources = {"RNN": scopes["RNN"], "GRU": tmp_path / "runs" / "GRU",
+               "LSTM": gradscope.load(tmp_path / "runs" / "LSTM")}
+    page = compare(sources, tmp_path / "cmp")
+    text = page.read_text(encoding="utf-8")
+    for name in sources:
+        assert f"<h3>{name}</h3>" in text
+    kinds = {s.split("-")[1] for s in assert_valid_pngs(page)}
+    assert {"gain", "timesteps", "heatmap"} <= kinds
