@@ -64,7 +64,7 @@ def _field_docs(cls):
                 and isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant)
                 and isinstance(after.value.value, str)):
             text = " ".join(after.value.value.split())
-            docs[node.target.id] = re.split(r"\.\s+(?=[A-Z])", text)[0].rstrip(".") + "."
+            docs[node.target.id] = re.split(r"\.\s+(?=[A-Z0-9])", text)[0].rstrip(".") + "."
     return docs
 
 

@@ -115,3 +115,17 @@ def test_console_script_in_a_subprocess(tmp_path):
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "vanishing" in result.stdout and "UNHEALTHY" in result.stdout
+
+
+def test_the_example_workflow_checks_a_target_that_exists(monkeypatch):
+    import re
+
+    from gradscope.checktarget import load_target
+
+    workflow = (TARGETS.parent / "gradient-health.yml").read_text()
+    targets = re.findall(r"gradscope check (\S+)", workflow)
+    assert targets, "the workflow runs no `gradscope check TARGET`"
+    monkeypatch.chdir(TARGETS.parents[2])  # the workflow runs at the repository root
+    for target in targets:
+        model, step = load_target(target)
+        assert callable(step)

@@ -36,8 +36,8 @@ def _rules_epilog():
     except Exception as error:  # the analyzer failing to import must not break `gradscope --help`
         listing = f"  (unavailable: {type(error).__name__}: {error})"
     return (
-        "rules (set with --rule NAME=VALUE, or as NAME = VALUE under [tool.gradscope.check] in "
-        "pyproject.toml; flags win over the file, the file over the defaults):\n" + listing
+        "rules (set with --rule NAME=VALUE, or as NAME = VALUE under [tool.gradscope.check]\n"
+        "in pyproject.toml; flags win over the file, the file over the defaults):\n" + listing
     )
 
 
