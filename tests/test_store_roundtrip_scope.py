@@ -39,10 +39,14 @@ def train(model, steps, **watch_kwargs):
 
 
 @pytest.mark.parametrize("make, kwargs", [
+    (lambda: torch.nn.LSTM(3, 4, num_layers=2), {}),
     (lambda: torch.nn.LSTM(3, 4, num_layers=2), {"jacobians": True}),
     (Seq2Seq, {"every": 2, "name": "<script>alert(1)</script>"}),
-])
+], ids=["lstm", "lstm-jacobians", "seq2seq"])
 def test_loaded_run_equals_live_scope(tmp_path, make, kwargs):
+    if kwargs.get("jacobians"):
+        # jacobians=True needs gradscope.jacobians (the lead's); until it lands there is nothing to compare
+        pytest.importorskip("gradscope.jacobians", reason="gradscope.jacobians not written yet")
     torch.manual_seed(1)
     scope = train(make(), 5, run_dir=tmp_path / "run", **kwargs)
     run = gradscope.load(tmp_path / "run")
