@@ -103,3 +103,12 @@ def test_compare_command_names_runs_and_keeps_their_order(tiny, tmp_path, capsys
 def test_compare_command_rejects_bad_arguments_with_exit_2(argv, message, tmp_path, capsys):
     code = compare_command.run(parse(compare_command, argv + ["--out", str(tmp_path)]))
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_the_gradscope_command_line_dispatches_report_and_compare(tiny, tmp_path, capsys):
+    from gradscope.cli import main
+
+    assert main(["report", str(tiny["LSTM"]), "--out", str(tmp_path / "r")]) == 0
+    assert main(["compare", f"A={tiny['GRU']}", f"B={tiny['LSTM']}", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "r" / "index.html").is_file() and (tmp_path / "c" / "index.html").is_file()
+    assert main(["report", str(tmp_path / "missing")]) == 2

@@ -8,7 +8,7 @@ import pandas as pd
 
 from gradscope.report import html
 from gradscope.report.html import esc
-from gradscope.report.plots.base import module_label
+from gradscope.report.plots.base import MAX_MODULES, module_label
 
 EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12
@@ -86,6 +86,9 @@ def missing_notes(run):
                      "watch(model, jacobians=True) records them.")
     if len(run.steps) < 2:
         notes.append("Only one training step was recorded, so the figures over training are left out.")
+    if len(run.modules()) > MAX_MODULES:
+        notes.append(f"Per-module figures show the first {MAX_MODULES} of the {len(run.modules())} "
+                     "recurrent parts; the tables list them all.")
     if len(run.sampled) < len(run.steps):
         notes.append(f"Figures over training show {len(run.sampled)} of the {len(run.steps)} recorded "
                      "steps, evenly spaced (first and last included).")

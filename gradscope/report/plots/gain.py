@@ -93,7 +93,8 @@ def draw(entries, title):
     _horizon_panel(axes[0, 1], x, entries, colors)
     for ax in axes[0]:
         ax.set_xticks(x, [style.text(e["label"]) for e in entries], fontsize=8)
-        ax.set_xlim(-0.6, len(entries) - 0.4)
+        pad = max(0.0, (3 - len(entries)) / 2)  # a lone bar stays bar-shaped
+        ax.set_xlim(-0.6 - pad, len(entries) - 0.4 + pad)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=11)
     return fig

@@ -30,7 +30,7 @@ def series_color(index):
 def text(value):
     """A label matplotlib draws verbatim: ``$`` would start mathtext (and an unbalanced one
     fails at save time), so names from the model or the user get it escaped."""
-    return str(value).replace("\\", "\\\\").replace("$", r"\$")
+    return str(value).replace("$", r"\$")
 
 
 # fixed margins in inches: grid figures have short, known labels, so a fixed layout looks the
