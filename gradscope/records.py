@@ -39,15 +39,19 @@ def frame(table, rows=None):
     """A DataFrame of ``table`` with exactly its columns, in order (empty when no rows)."""
     columns = TABLES[table]
     if rows is None or len(rows) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+        return pd.DataFrame({c: pd.Series(dtype=dtype_of(c)) for c in columns})
     if isinstance(rows, pd.DataFrame):
         return rows.reindex(columns=columns).reset_index(drop=True)
     return pd.DataFrame(rows, columns=columns)
 
 
-def _dtype(column):
+def dtype_of(column):
+    """The pandas dtype of a column in every table."""
     if column in ("module", "cell", "direction", "state", "gate", "activation"):
         return object
     if column in ("step", "call", "layer", "t", "batch", "nonfinite", "rows", "cols", "index", "count"):
         return "int64"
     return "float64"
+
+
+_dtype = dtype_of  # the store's older name

@@ -140,6 +140,7 @@ class Scope:
         self._values = []
         self._cache = {}
         self._writer = None
+        self._wrote_run = False
         self._warned = set()
         self.meta = self._make_meta()
 
@@ -157,7 +158,9 @@ class Scope:
             if self._run_dir is not None and self._writer is None:
                 from gradscope.store import RunWriter
 
-                self._writer = RunWriter(self._run_dir, self.meta)
+                # a Scope started again continues the run folder it wrote before
+                self._writer = RunWriter(self._run_dir, self.meta, append=self._wrote_run)
+                self._wrote_run = True
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
         except BaseException:
@@ -194,6 +197,11 @@ class Scope:
         """Mark ``value`` (h, or (h, c)) as the next time step of ``label``; returns ``value``."""
         if not self._capturing():
             return value
+        if label not in self.meta["modules"] and isinstance(label, str):
+            self.meta["modules"][label] = {"cell": "track", "kind": "track", "layers": 1, "directions": ["forward"],
+                                           "hidden_size": None, "proj_size": 0}
+            if self._writer is not None:
+                self._writer.update_meta(self.meta)
         ctx = _Capture(self, self._clock.open())
         return _track(ctx, value, label)
 

@@ -28,7 +28,7 @@ import zlib
 
 import pandas as pd
 
-from gradscope.records import SCHEMA_VERSION, TABLES, _dtype
+from gradscope.records import SCHEMA_VERSION, TABLES, dtype_of as _dtype
 from gradscope.store.errors import RunFormatError
 
 META_FILE = "meta.json"
