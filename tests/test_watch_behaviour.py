@@ -213,3 +213,29 @@ def test_float64_and_deepcopy_after_watch():
         out.sum().backward()
     copy.deepcopy(model)  # nothing of the scope left on the module
     assert np.isfinite(scope.timesteps()["grad_norm"]).all()
+
+
+def test_restarted_scope_continues_its_run_folder(tmp_path):
+    model = nn.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    scope = gradscope.watch(model, run_dir=tmp_path / "run")
+    for _ in range(2):
+        scope.start()
+        model(x)[0].sum().backward()
+        scope.stop()
+    assert sorted(set(gradscope.load(tmp_path / "run").timesteps()["step"])) == [0, 1]
+    assert sorted(set(scope.timesteps()["step"])) == [0, 1]
+
+
+def test_track_label_reaches_run_meta(tmp_path):
+    w = nn.Parameter(torch.eye(3) * 0.5)
+    holder = nn.Module()
+    holder.w = w
+    with gradscope.watch(holder, weights={"W": w}, run_dir=tmp_path / "run") as scope:
+        h = torch.ones(2, 3)
+        for _ in range(4):
+            h = scope.track(torch.tanh(h @ w), "loop")
+        h.sum().backward()
+    run = gradscope.load(tmp_path / "run")
+    assert run.meta["modules"]["loop"]["kind"] == "track"
+    assert len(run.timesteps()) == 4 and set(run.spectra()["gate"]) == {"W"}
