@@ -50,7 +50,7 @@ def summary_across(data):
     for run in data:
         summary = sections.summary_frame(run)
         if not summary.empty:
-            summary.insert(0, "run", run.name)
+            summary.insert(0, "run", run.name)  # first: SUMMARY_FIRST puts it there too
             frames.append(summary)
     if not frames:
         return '<p class="muted">No summary: nothing was measured.</p>'

@@ -14,7 +14,8 @@ EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12
 SUMMARY_LABELS = {"gain": "gain (×/step)", "horizon": "horizon (steps)", "seq_len": "T",
                   "max_grad_norm": "max ‖grad‖", "sigma_max": "σ_max", "required_horizon": "needed horizon"}
-SUMMARY_HIDE = ("horizon_extrapolated", "method", "first_verdict", "last_verdict")
+SUMMARY_HIDE = ("horizon_extrapolated", "method", "first_verdict", "last_verdict", "pairs")
+SUMMARY_FIRST = ("run", "module", "layer", "direction", "cell", "verdict")  # the verdict stays in view
 
 
 def run_facts(run):
@@ -100,6 +101,8 @@ def summary_frame(run):
     if summary.empty:
         return summary
     summary = summary.drop(columns=[c for c in SUMMARY_HIDE if c in summary.columns])
+    first = [c for c in SUMMARY_FIRST if c in summary.columns]
+    summary = summary[first + [c for c in summary.columns if c not in first]]
     if "module" in summary:
         summary["module"] = summary["module"].map(module_label)
     return summary

@@ -26,16 +26,32 @@ def module_label(module):
     return module if module != "" else "(model root)"
 
 
-def part_label(module, layer, direction, meta=None, with_module=True):
-    """``rnn · layer 1 · reverse``; the layer and direction are left out when the module
-    has only one of them."""
+def layer_bits(module, layer, direction, meta=None):
+    """``["layer 1", "reverse"]``, leaving out what the module has only one of."""
     info = (meta or {}).get("modules", {}).get(module, {})
-    bits = [module_label(module)] if with_module else []
+    bits = []
     if info.get("layers", 2) != 1 or layer != 0:
         bits.append(f"layer {layer}")
     if len(info.get("directions", ["forward", "reverse"])) > 1 or direction != "forward":
         bits.append(direction)
-    return " · ".join(bits) if bits else module_label(module)
+    return bits
+
+
+def part_label(module, layer, direction, meta=None, with_module=True):
+    """``rnn · layer 1 · reverse``; without the module, the module's name stands in when
+    there is nothing else to say."""
+    bits = layer_bits(module, layer, direction, meta)
+    if with_module or not bits:
+        bits = [module_label(module)] + bits
+    return " · ".join(bits)
+
+
+def run_part_label(run, module, layer, direction):
+    """For comparisons: ``GRU · layer 1``; the module's name only when the run has several."""
+    bits = [run.name]
+    if len(run.modules()) > 1:
+        bits.append(module_label(module))
+    return " · ".join(bits + layer_bits(module, layer, direction, run.meta))
 
 
 def ordered(values, order):
@@ -70,8 +86,8 @@ def select(rows, layer, direction, state=None):
 
 def panel_title(module, layer, direction, state, meta):
     """``layer 1 · reverse · state c``: the state only where there is a cell state to tell apart."""
-    words = part_label(module, layer, direction, meta, with_module=False)
+    bits = layer_bits(module, layer, direction, meta)
     cell = (meta or {}).get("modules", {}).get(module, {}).get("cell")
     if state == "c" or (state == "h" and cell == "LSTM"):
-        words = f"{words} · state {state}" if words != module_label(module) else f"state {state}"
-    return words
+        bits.append(f"state {state}")
+    return " · ".join(bits) if bits else module_label(module)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label
+from gradscope.report.plots.base import Plot, part_label, run_part_label
 
 VERDICT_COLORS = {"healthy": "#2ca02c", "vanishing": "#1f77b4", "exploding": "#d62728",
                   "nonfinite": "#e7298a"}
@@ -20,14 +20,19 @@ def bars(runs, with_run_name):
         if summary.empty or "gain" not in summary:
             continue
         for row in summary.to_dict("records"):
-            label = part_label(row.get("module", ""), int(row.get("layer", 0)),
-                               row.get("direction", "forward"), run.meta).replace(" · ", "\n")
-            if with_run_name:
-                label = f"{run.name}\n{label}"
+            label = bar_label(run, row.get("module", ""), int(row.get("layer", 0)),
+                              row.get("direction", "forward"), with_run_name)
+            label = label.replace(" · ", "\n")
             out.append(dict(label=label, run=i, gain=_num(row.get("gain")), horizon=_num(row.get("horizon")),
                             verdict=str(row.get("verdict", "")), seq=_num(row.get("seq_len")),
                             needed=_num(row.get("required_horizon"))))
     return out[:MAX_BARS]
+
+
+def bar_label(run, module, layer, direction, with_run_name):
+    if with_run_name:
+        return run_part_label(run, module, layer, direction)
+    return part_label(module, layer, direction, run.meta)
 
 
 def _num(value):
@@ -74,7 +79,8 @@ def _horizon_panel(ax, x, entries, colors):
                       label="needed (sequence length or Rules.min_horizon)" if first else None)
             first = False
         words = "∞" if np.isinf(h) else ("n/a" if np.isnan(h) else style.fmt(h))
-        ax.annotate(words, (xi, min(drawn[xi], top)), textcoords="offset points", xytext=(0, 3),
+        above = max(min(drawn[xi], top), need if np.isfinite(need) else 0.0)  # clear of the tick
+        ax.annotate(words, (xi, above), textcoords="offset points", xytext=(0, 3),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, top * 1.12)
     ax.set_ylabel("horizon (time steps back)")

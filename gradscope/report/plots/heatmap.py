@@ -4,11 +4,11 @@ back further, or less far, as training goes on?"""
 import numpy as np
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, part_label, select
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
 from gradscope.report.sources import evenly_spaced
 
 MAX_T = 400  # columns a figure can show; longer sequences are sampled evenly
-MAX_DECADES = 12  # colour scale width; anything further below the largest value shows as zero
+MAX_DECADES = 20  # colour scale width; anything further below the largest value shows as zero
 
 
 def log_matrix(rows):
@@ -123,7 +123,7 @@ def compare_figures(runs):
         r, c = layers.index(layer), names.index(run.name)
         ax = axes[r, c]
         mesh = _draw(ax, steps, ts, logs, low, high)
-        ax.set_title(style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}"), fontsize=10)
+        ax.set_title(style.text(run_part_label(run, module, layer, direction)), fontsize=10)
         ax.set_xlabel("time step t")
         ax.set_ylabel("training step")
         used.add((r, c))
@@ -132,5 +132,6 @@ def compare_figures(runs):
     style.title(fig, "log10 gradient norm over training, runs side by side (one colour scale)")
     yield Plot("heatmap", "compare", "Gradient over training, runs side by side",
                "Rows: recorded training steps; columns: time steps t; colour: log10 of the total "
-               "gradient norm on one scale shared by all runs. Magenta: NaN/Inf; black: zero.",
+               "gradient norm on one scale shared by all runs. Magenta: NaN/Inf; black: zero (or more "
+               f"than {MAX_DECADES} decades below the largest value).",
                fig)

@@ -1,7 +1,7 @@
 """Per-step Jacobian norms ‖∂state_{t+1}/∂state_t‖ along the trajectory (``jacobians=True``)."""
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, part_label, select
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
 
 
 def per_t(rows):
@@ -66,7 +66,7 @@ def compare_figures(runs):
         values = curve["jac_norm"].to_numpy(dtype=float)
         layer = int(sel["layer"].iloc[0])
         ax.plot(curve["t"], values, color=style.series_color(i), lw=1.6, marker=style.marker_for(values), ms=3,
-                label=style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}"))
+                label=style.text(run_part_label(run, module, layer, direction)))
         drawn = True
     if not drawn:
         return

@@ -2,7 +2,7 @@
 along each direction of the state space, largest first."""
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label
+from gradscope.report.plots.base import Plot, part_label, run_part_label
 
 MAX_LINES = 12
 
@@ -16,8 +16,9 @@ def lines(run, with_run_name):
     for module, layer, direction in keys:
         sel = rows[(rows["module"] == module) & (rows["layer"] == layer) & (rows["direction"] == direction)]
         curve = sel.groupby("index", sort=True)["exponent"].mean()
-        label = part_label(module, int(layer), direction, run.meta)
-        out.append((f"{run.name} · {label}" if with_run_name else label, curve))
+        label = (run_part_label(run, module, int(layer), direction) if with_run_name
+                 else part_label(module, int(layer), direction, run.meta))
+        out.append((label, curve))
     return out
 
 

@@ -4,7 +4,7 @@ complex plane with the unit circle (outside it, a linearised recurrence grows)."
 import numpy as np
 
 from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label
+from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label, run_part_label
 
 MAX_PARTS = 8
 GATE_ORDER = ("hh", "r", "z", "n", "i", "f", "g", "o")
@@ -140,7 +140,7 @@ def compare_figures(runs):
         return
     fig, axes = style.new_figure(2, len(columns), width=4.2, height=3.4)
     for c, (run, module, layer, direction, sv, eig) in enumerate(columns):
-        label = style.text(f"{run.name} · {part_label(module, layer, direction, run.meta)}")
+        label = style.text(run_part_label(run, module, layer, direction))
         draw_singular_values(axes[0, c], sv)
         axes[0, c].set_title(f"{label}: singular values", fontsize=9)
         draw_eigenvalues(axes[1, c], eig)
