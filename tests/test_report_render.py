@@ -201,3 +201,12 @@ def test_report_accepts_a_run_folder_path_and_a_loaded_run(tmp_path):
     assert_valid_pngs(page)
     page_b = report(gradscope.load(folder), Path(tmp_path / "b"))
     assert image_sources(page_b.read_text(encoding="utf-8")) == image_sources(page.read_text(encoding="utf-8"))
+
+
+def test_gradscope_report_stays_callable_when_the_package_was_imported_first(tmp_path):
+    import importlib
+
+    package = importlib.import_module("gradscope.report")  # what `import gradscope.report.x` binds
+    tiny = FakeSource(cell="GRU", layers=1, T=5, steps=1, jacobians=False, spectra=False)
+    assert package(tiny, tmp_path, title="pkg") == tmp_path / "index.html"
+    assert "<title>pkg</title>" in (tmp_path / "index.html").read_text(encoding="utf-8")

@@ -22,7 +22,8 @@ class FigureFile:
 def figure_name(index, kind, subject):
     """``03-heatmap-encoder-rnn.png``: lowercase ASCII letters, digits, ``_`` and ``-`` only,
     bounded length; the running index keeps names unique when two subjects slug alike."""
-    slug = _UNSAFE.sub("-", f"{kind}-{subject}".lower()).strip("-_")[:48].strip("-_") or "figure"
+    slug = re.sub(r"-{2,}", "-", _UNSAFE.sub("-", f"{kind}-{subject}".lower()))
+    slug = slug.strip("-_")[:48].strip("-_") or "figure"
     return f"{index:02d}-{slug}.png"
 
 

@@ -53,7 +53,7 @@ def _gain_panel(ax, x, entries, colors):
     low = min(0.5, float(finite.min()) / 1.6) if finite.size else 0.5
     high = max(2.0, float(finite.max()) * 1.6) if finite.size else 2.0
     ax.set_ylim(low, high)
-    style.plain_log_labels(ax)
+    style.ratio_ticks(ax)
     for xi, e in enumerate(entries):
         value = shown[xi]
         words = ("gain n/a" if not np.isfinite(e["gain"]) else f"{e['gain']:.3g}") + f"\n{e['verdict']}"
@@ -79,7 +79,9 @@ def _horizon_panel(ax, x, entries, colors):
                       label="needed (sequence length or Rules.min_horizon)" if first else None)
             first = False
         words = "∞" if np.isinf(h) else ("n/a" if np.isnan(h) else style.fmt(h))
-        above = max(min(drawn[xi], top), need if np.isfinite(need) else 0.0)  # clear of the tick
+        above = min(drawn[xi], top)
+        if np.isfinite(need) and 0 <= need - above < 0.08 * top:
+            above = need  # the label would sit on the tick: put it above instead
         ax.annotate(words, (xi, above), textcoords="offset points", xytext=(0, 3),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, top * 1.12)

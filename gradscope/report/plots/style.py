@@ -98,6 +98,19 @@ def plain_log_labels(ax):
         ax.yaxis.set_minor_locator(NullLocator())
 
 
+def ratio_ticks(ax):
+    """Ticks 0.1, 0.2, 0.5, 1, 2, 5 ... as plain numbers, for a log axis of factors near 1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 8:
+        plain_log_labels(ax)
+        return
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
 def colorbar(fig, mappable, label):
     """A colour bar in the right margin (make the figure with ``right=1.3``)."""
     w = fig.get_size_inches()[0]
