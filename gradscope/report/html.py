@@ -98,7 +98,7 @@ def table(df, columns=None, labels=None):
         for column, value in zip(columns, record):
             css = _kind(df, column)
             if column == "verdict":
-                css += f" verdict-{_css_token(value)}"
+                css += f" verdict-{css_token(value)}"
             cells.append(f'<td class="{css}" title="{esc(value)}">{esc(number(value))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
@@ -109,7 +109,7 @@ def _kind(df, column):
     return "num" if pd.api.types.is_numeric_dtype(df[column]) and not pd.api.types.is_bool_dtype(df[column]) else "text"
 
 
-def _css_token(value):
+def css_token(value):
     return "".join(ch for ch in str(value).lower() if ch.isalnum() or ch == "-")[:20]
 
 

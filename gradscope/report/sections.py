@@ -8,7 +8,7 @@ import pandas as pd
 
 from gradscope.report import html
 from gradscope.report.html import esc
-from gradscope.report.plots.base import MAX_MODULES, module_label
+from gradscope.report.plots.base import MAX_MODULES, module_label, part_label
 
 EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12
@@ -36,7 +36,7 @@ def status_line(run):
     findings = list(getattr(run.diagnosis, "findings", []))
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     if getattr(run.diagnosis, "ok", True):
-        words = "Healthy: no gradient problem of severity error was found."
+        words = "Healthy: no error-level gradient problem found."
         if counts["warning"]:
             words = f"No errors, but {counts['warning']} warning(s) to read."
         return f'<div class="status ok">{esc(words)}</div>'
@@ -45,12 +45,8 @@ def status_line(run):
 
 
 def finding_card(finding, meta):
-    where = module_label(finding.module)
-    info = (meta.get("modules") or {}).get(finding.module, {})
-    if info.get("layers", 2) != 1 or finding.layer:
-        where += f" · layer {finding.layer}"
-    where += f" · {finding.direction}"
-    severity = html._css_token(finding.severity)
+    where = part_label(finding.module, finding.layer, finding.direction, meta)
+    severity = html.css_token(finding.severity)
     advice = f'<p class="advice">{esc(finding.advice)}</p>' if finding.advice else ""
     return (f'<div class="finding {severity}"><div class="where"><span class="badge {severity}">'
             f'{esc(finding.severity)}</span>{esc(finding.kind)} in {esc(where)}</div>'

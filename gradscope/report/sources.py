@@ -9,7 +9,7 @@ are read, which keeps memory bounded for runs of any length.
 
 import inspect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,7 @@ class RunData:
     source: object
     meta: dict
     steps: np.ndarray                   # every recorded step number
+    sampled: np.ndarray                 # at most MAX_HISTORY_STEPS of them, evenly spaced
     history: pd.DataFrame               # timesteps rows of the sampled steps
     last: pd.DataFrame                  # timesteps rows of the last recorded step
     spectra: pd.DataFrame               # spectra rows of the sampled steps
@@ -117,7 +118,6 @@ class RunData:
     gates: pd.DataFrame                 # last recorded step
     diagnosis: object
     summary: pd.DataFrame
-    sampled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def modules(self):
         """Module names in the order of meta (then any others seen in the tables)."""
@@ -126,9 +126,6 @@ class RunData:
             if not table.empty:
                 names += [m for m in pd.unique(table["module"]) if m not in names]
         return names
-
-    def module_meta(self, module):
-        return (self.meta.get("modules") or {}).get(module, {})
 
     def spectrum(self, module, layer, direction, gate):
         """The full spectrum of one weight block at the last step, or None if not stored."""
@@ -159,16 +156,12 @@ def collect(source, name=None, history_steps=MAX_HISTORY_STEPS):
         name=name, source=source, meta=meta, steps=steps, sampled=sampled,
         history=history, last=last_step_rows(history),
         spectra=read_table(source, "spectra", sampled),
-        jacobians=last_step_rows(read_table(source, "jacobians", _with_last(sampled, last))),
-        lyapunov=last_step_rows(read_table(source, "lyapunov", _with_last(sampled, last))),
-        gates=last_step_rows(read_table(source, "gates", _with_last(sampled, last))),
+        # per step too, but only the last step is drawn
+        jacobians=read_table(source, "jacobians", last),
+        lyapunov=read_table(source, "lyapunov", last),
+        gates=read_table(source, "gates", last),
         diagnosis=diagnosis, summary=_summary(diagnosis),
     )
-
-
-def _with_last(sampled, last):
-    # jacobians and the like are per step too; only the last one is drawn
-    return last if len(last) else sampled
 
 
 def _summary(diagnosis):
