@@ -210,3 +210,7 @@ def test_gradscope_report_stays_callable_when_the_package_was_imported_first(tmp
     tiny = FakeSource(cell="GRU", layers=1, T=5, steps=1, jacobians=False, spectra=False)
     assert package(tiny, tmp_path, title="pkg") == tmp_path / "index.html"
     assert "<title>pkg</title>" in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_gain_over_training_is_drawn_from_the_per_step_diagnosis(lstm_page):
+    assert "figures/02-gain-history-run.png" in image_sources(lstm_page.read_text(encoding="utf-8"))
