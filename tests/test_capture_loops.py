@@ -208,3 +208,30 @@ def test_stacked_cells_are_two_parts():
         assert len(part) == 2 * T and (part["call"] == 0).all()
         # the lower cell's direct part comes from the upper cell at the same step
         assert (part[part["state"] == "h"]["direct_norm"] > 0).all()
+
+
+@pytest.mark.parametrize("cls", [nn.RNNCell, nn.GRUCell, nn.LSTMCell])
+def test_cells_give_bitwise_the_same_outputs(cls):
+    """The exact route runs ATen's cell ops in ATen's order: outputs are bitwise equal, and so
+    are parameter gradients where the backward ops are the same too (RNN and LSTM cells)."""
+    torch.manual_seed(0)
+    cell = cls(I, H)
+    x = torch.randn(T, B, I)
+
+    def run():
+        cell.zero_grad()
+        state, outs = None, []
+        for t in range(T):
+            state = cell(x[t], state) if state is not None else cell(x[t])
+            outs.append(state[0] if isinstance(state, tuple) else state)
+        y = torch.stack(outs)
+        y.pow(2).sum().backward()
+        return y.detach(), [p.grad.clone() for p in cell.parameters()]
+
+    plain_out, plain_grads = run()
+    with gradscope.watch(cell):
+        out, grads = run()
+    assert torch.equal(out, plain_out)
+    exact = cls is not nn.GRUCell
+    for got, want in zip(grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-7)
