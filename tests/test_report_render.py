@@ -214,3 +214,17 @@ def test_gradscope_report_stays_callable_when_the_package_was_imported_first(tmp
 
 def test_gain_over_training_is_drawn_from_the_per_step_diagnosis(lstm_page):
     assert "figures/02-gain-history-run.png" in image_sources(lstm_page.read_text(encoding="utf-8"))
+
+
+def test_reporting_first_leaves_gradscope_analyze_callable(tmp_path):
+    # a fresh interpreter: which of gradscope.analyze (function or package) Python binds
+    # depends on what was imported first
+    import subprocess
+    import sys
+
+    code = ("import gradscope; from test_report_fakes import FakeSource; "
+            "s = FakeSource(cell='GRU', layers=1, T=5, steps=1, jacobians=False, spectra=False); "
+            f"gradscope.report(s, {str(tmp_path)!r}); print(gradscope.analyze(s).ok)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
