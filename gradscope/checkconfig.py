@@ -33,7 +33,7 @@ class CheckConfig:
 
 
 def _rules_class():
-    from gradscope.analyze import Rules
+    from gradscope.analysis import Rules
 
     return Rules
 

@@ -14,7 +14,7 @@ class NothingRecordedError(RuntimeError):
 
 def as_rules(rules):
     """A ``Rules`` from None (defaults), a ``Rules``, or a mapping of field overrides."""
-    from gradscope.analyze import Rules
+    from gradscope.analysis import Rules
 
     if rules is None or isinstance(rules, Rules):
         return rules
@@ -56,7 +56,7 @@ def check(model, step, rules=None, steps=1):
     mapping of Rules fields to override, or None for the defaults. ``diagnosis.ok`` is the
     verdict: False when any finding has severity ``error``.
     """
-    from gradscope.analyze import analyze
+    from gradscope.analysis import analyze
 
     rules = as_rules(rules)
     return analyze(measure(model, step, steps), rules)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import gradscope
-from gradscope.analyze import analyze
+from gradscope.analysis import analyze
 
 T, H, B = 60, 16, 4
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradscope.analyze import Diagnosis, Finding, Rules, analyze
-from gradscope.analyze.gain import horizon
+from gradscope.analysis import Diagnosis, Finding, Rules, analyze
+from gradscope.analysis.gain import horizon
 from gradscope.records import frame
 
 

@@ -124,7 +124,7 @@ def test_without_a_toml_parser_the_error_says_what_to_do(monkeypatch, tmp_path):
 
 
 def test_every_real_rule_round_trips_through_a_flag():
-    from gradscope.analyze import Rules
+    from gradscope.analysis import Rules
 
     for name, field in checkconfig.rule_fields().items():
         default = checkconfig.rule_default(field)

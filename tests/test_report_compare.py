@@ -8,7 +8,7 @@ import pytest
 import gradscope
 from gradscope.commands import compare as compare_command
 from gradscope.commands import report as report_command
-from gradscope.report import compare
+from gradscope.reporting import compare
 from test_report_fakes import FakeSource, write_run_folder
 from test_report_render import HOSTILE_RUN, assert_valid_pngs, image_sources
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import gradscope
-from gradscope.report import compare, report
+from gradscope.reporting import compare, report
 from test_report_render import HOSTILE_RUN, assert_valid_pngs, image_sources
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

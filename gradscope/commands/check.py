@@ -97,7 +97,7 @@ def _write(path, text):
 
 
 def run(args):
-    from gradscope.analyze import analyze
+    from gradscope.analysis import analyze
     from gradscope.gate import NothingRecordedError, measure
     from gradscope.checkconfig import ConfigError
     from gradscope.checkoutput import markdown_summary, text_report, write_junit

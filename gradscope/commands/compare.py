@@ -39,7 +39,7 @@ def parse_runs(items):
 
 
 def run(args):
-    from gradscope.report import compare
+    from gradscope.reporting import compare
 
     try:
         page = compare(parse_runs(args.runs), Path(args.out), title=args.title)

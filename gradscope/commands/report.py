@@ -22,7 +22,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from gradscope.report import report
+    from gradscope.reporting import report
 
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "report"

@@ -3,8 +3,8 @@ complex plane with the unit circle (outside it, a linearised recurrence grows)."
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label, run_part_label
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label, run_part_label
 
 MAX_PARTS = 8
 GATE_ORDER = ("hh", "r", "z", "n", "i", "f", "g", "o")

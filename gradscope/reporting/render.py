@@ -3,11 +3,11 @@
 import os
 from pathlib import Path
 
-from gradscope.report import html, sections
-from gradscope.report.files import write_figures
-from gradscope.report.html import esc
-from gradscope.report.plots import SINGLE
-from gradscope.report.sources import collect
+from gradscope.reporting import html, sections
+from gradscope.reporting.files import write_figures
+from gradscope.reporting.html import esc
+from gradscope.reporting.plots import SINGLE
+from gradscope.reporting.sources import collect
 
 
 def report(source, out_dir, title=None):

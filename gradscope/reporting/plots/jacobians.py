@@ -1,7 +1,7 @@
 """Per-step Jacobian norms ‖∂state_{t+1}/∂state_t‖ along the trajectory (``jacobians=True``)."""
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
 
 
 def per_t(rows):

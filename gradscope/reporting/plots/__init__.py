@@ -1,9 +1,9 @@
 """One file per figure kind. Each ``figures(run)`` / ``compare_figures(runs)`` yields ``Plot``s
 and yields nothing when its data is missing (no spectra stored, no Jacobians recorded...)."""
 
-from gradscope.report.plots import (gain, gain_history, gates, heatmap, jacobians, lyapunov, spectra_history,
+from gradscope.reporting.plots import (gain, gain_history, gates, heatmap, jacobians, lyapunov, spectra_history,
                                     spectrum, timesteps)
-from gradscope.report.plots.base import Plot
+from gradscope.reporting.plots.base import Plot
 
 # page order: what answers "does the gradient reach back?" first, then why
 SINGLE = (gain.figures, gain_history.figures, timesteps.figures, heatmap.figures, spectrum.figures,

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label, run_part_label
-from gradscope.report.sources import evenly_spaced
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import Plot, part_label, run_part_label
+from gradscope.reporting.sources import evenly_spaced
 
 MAX_POINTS = 2000  # steps per line; a line cannot show more
 MAX_LINES = 12

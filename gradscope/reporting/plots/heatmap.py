@@ -3,9 +3,9 @@ back further, or less far, as training goes on?"""
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
-from gradscope.report.sources import evenly_spaced
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
+from gradscope.reporting.sources import evenly_spaced
 
 MAX_T = 400  # columns a figure can show; longer sequences are sampled evenly
 MAX_DECADES = 20  # colour scale width; anything further below the largest value shows as zero

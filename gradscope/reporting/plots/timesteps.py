@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, select
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, select
 
 STATE_NAME = {"h": "h_t", "c": "c_t"}
 

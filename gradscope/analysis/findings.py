@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from gradscope.analyze import advice
-from gradscope.analyze.diagnosis import Finding
-from gradscope.analyze.gain import horizon as horizon_of
-from gradscope.analyze.trend import trend
-from gradscope.analyze.verdict import growth, is_exploding, is_vanishing
+from gradscope.analysis import advice
+from gradscope.analysis.diagnosis import Finding
+from gradscope.analysis.gain import horizon as horizon_of
+from gradscope.analysis.trend import trend
+from gradscope.analysis.verdict import growth, is_exploding, is_vanishing
 
 PLAIN_RNN = ("RNN_TANH", "RNN_RELU")
 FIT_NOTE = ("gain fitted as the slope of log(total gradient) against the distance from the "

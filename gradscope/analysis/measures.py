@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from gradscope.analyze import gain as gainmath
-from gradscope.analyze.verdict import verdict, worst
+from gradscope.analysis import gain as gainmath
+from gradscope.analysis.verdict import verdict, worst
 
 PART = ["module", "layer", "direction"]
 

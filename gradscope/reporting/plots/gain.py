@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label, run_part_label
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import Plot, part_label, run_part_label
 
 VERDICT_COLORS = {"healthy": "#2ca02c", "vanishing": "#1f77b4", "exploding": "#d62728",
                   "nonfinite": "#e7298a"}

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from gradscope.report import html, sections
-from gradscope.report.files import write_figures
-from gradscope.report.html import esc
-from gradscope.report.plots import COMPARE
-from gradscope.report.render import write_page
-from gradscope.report.sources import collect
+from gradscope.reporting import html, sections
+from gradscope.reporting.files import write_figures
+from gradscope.reporting.html import esc
+from gradscope.reporting.plots import COMPARE
+from gradscope.reporting.render import write_page
+from gradscope.reporting.sources import collect
 
 
 def compare(runs, out_dir, title=None):

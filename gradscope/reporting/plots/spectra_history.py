@@ -1,8 +1,8 @@
 """Largest singular value of each recurrent weight block over training."""
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import MAX_MODULES, Plot, module_label, part_label
-from gradscope.report.plots.spectrum import gate_color, gates_of, parts_of
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, part_label
+from gradscope.reporting.plots.spectrum import gate_color, gates_of, parts_of
 
 
 def figures(run):

@@ -6,9 +6,9 @@ Everything returned is HTML with every model- or user-given name escaped (``html
 import numpy as np
 import pandas as pd
 
-from gradscope.report import html
-from gradscope.report.html import esc
-from gradscope.report.plots.base import MAX_MODULES, module_label, part_label
+from gradscope.reporting import html
+from gradscope.reporting.html import esc
+from gradscope.reporting.plots.base import MAX_MODULES, module_label, part_label
 
 EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12

@@ -1,8 +1,8 @@
 """Lyapunov spectrum of the recurrent dynamics (``jacobians=True``): average log growth per step
 along each direction of the state space, largest first."""
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label, run_part_label
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import Plot, part_label, run_part_label
 
 MAX_LINES = 12
 

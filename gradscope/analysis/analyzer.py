@@ -6,10 +6,10 @@ import os
 
 import pandas as pd
 
-from gradscope.analyze import findings as finding_kinds
-from gradscope.analyze.diagnosis import Diagnosis, Finding
-from gradscope.analyze.measures import build_parts
-from gradscope.analyze.rules import Rules
+from gradscope.analysis import findings as finding_kinds
+from gradscope.analysis.diagnosis import Diagnosis, Finding
+from gradscope.analysis.measures import build_parts
+from gradscope.analysis.rules import Rules
 
 
 def analyze(source, rules=None) -> Diagnosis:

@@ -3,8 +3,8 @@ derivative (and so the gradient through that gate) is almost zero."""
 
 import numpy as np
 
-from gradscope.report.plots import style
-from gradscope.report.plots.base import Plot, part_label
+from gradscope.reporting.plots import style
+from gradscope.reporting.plots.base import Plot, part_label
 
 MAX_ROWS = 40
 DEFAULT_SATURATION_SHARE = 0.5  # Rules.saturation_share default; drawn as a guide

@@ -5,8 +5,8 @@ verdict.py, findings.py (one function per finding kind), advice.py, trend.py,
 diagnosis.py (Finding, Diagnosis). Definitions: docs/analyze.md.
 """
 
-from gradscope.analyze.analyzer import analyze
-from gradscope.analyze.diagnosis import Diagnosis, Finding
-from gradscope.analyze.rules import Rules
+from gradscope.analysis.analyzer import analyze
+from gradscope.analysis.diagnosis import Diagnosis, Finding
+from gradscope.analysis.rules import Rules
 
 __all__ = ["analyze", "Rules", "Finding", "Diagnosis"]
