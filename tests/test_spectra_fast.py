@@ -1,0 +1,109 @@
+"""The fast route (extreme values only) agrees with LAPACK in float64, falls back when it must."""
+
+import numpy as np
+import pytest
+import torch
+
+from gradscope import spectra
+from gradscope.spectra import block_spectrum, block_summary, spectra_records
+
+COLUMNS = ("sigma_max", "sigma_min", "spectral_radius", "stable_rank", "frobenius")
+
+
+def uniform(n, seed, rows=None):
+    # PyTorch's own recurrent init: a crowded circular-law spectrum, the hard case for radii
+    g = torch.Generator().manual_seed(seed)
+    bound = n ** -0.5
+    return (torch.rand(rows or n, n, generator=g) * 2 - 1) * bound
+
+
+def low_rank_bump(n, seed):
+    # a trained-looking matrix: random bulk plus a few strong directions
+    g = torch.Generator().manual_seed(seed)
+    u, v = torch.randn(n, 3, generator=g), torch.randn(3, n, generator=g)
+    return uniform(n, seed) + 0.4 * (u @ v) / n
+
+
+def assert_agrees(matrix, rel=1e-6):
+    exact = block_spectrum(matrix)
+    summary, spectrum = block_summary(matrix, full=False)
+    for key in COLUMNS:
+        if np.isnan(exact[key]):
+            assert np.isnan(summary[key]), key
+        else:
+            assert summary[key] == pytest.approx(exact[key], rel=rel), key
+    return spectrum
+
+
+@pytest.mark.parametrize("make", [uniform, low_rank_bump], ids=["pytorch-init", "bulk+spikes"])
+def test_fast_route_matches_lapack_on_the_squaring_path(make):
+    # n > the Ritz width (96), so the radius really comes from the squarings
+    matrix = make(160, seed=3)
+    assert assert_agrees(matrix) is None  # taken by the fast route, not the fallback
+
+
+def test_fast_route_on_a_symmetric_block_takes_the_exact_shortcut():
+    a = uniform(120, seed=4)
+    assert assert_agrees((a + a.T) / 2) is None
+
+
+def test_tall_stacked_block_uses_both_ends_of_one_lanczos_run():
+    assert assert_agrees(uniform(100, seed=5, rows=400)) is None
+
+
+def test_orthogonal_cluster_falls_back_to_lapack_and_stays_exact():
+    # every singular value equal to 1 within float32 rounding: Lanczos cannot separate them
+    q = torch.linalg.qr(torch.randn(130, 130, generator=torch.Generator().manual_seed(6))).Q
+    spectrum = assert_agrees(q, rel=1e-12)
+    assert spectrum is not None and len(spectrum["singular_values"]) == 130
+
+
+def test_nilpotent_block_falls_back():
+    w = torch.triu(torch.randn(110, 110, generator=torch.Generator().manual_seed(7)), 1)
+    summary, spectrum = block_summary(w, full=False)
+    assert spectrum is not None  # the squarings hit exact zero: LAPACK decides
+    assert summary["spectral_radius"] == pytest.approx(
+        np.abs(np.linalg.eigvals(w.double().numpy())).max(), abs=1e-12)
+
+
+def test_singular_square_blocks_give_sigma_min_zero():
+    w = uniform(100, seed=8).double()
+    w[:, 0] = w[:, 1]  # singular up to rounding: the LU still inverts it
+    summary, _ = block_summary(w, full=False)
+    assert summary["sigma_min"] == pytest.approx(0, abs=1e-12)
+    w[:, 0] = 0  # an exact zero pivot: LAPACK's SVD takes over
+    summary, spectrum = block_summary(w, full=False)
+    assert spectrum is not None and summary["sigma_min"] == pytest.approx(0, abs=1e-12)
+
+
+def test_auto_takes_the_full_route_for_small_blocks_only(monkeypatch):
+    lstm = torch.nn.LSTM(2, 12)
+    weights = spectra.recurrent_blocks("LSTM", {"w_hh": lstm.weight_hh_l0})
+    assert len(weights) == 5
+    monkeypatch.setattr(spectra, "FULL_SPECTRUM_MAX", 8)
+    rows, values = spectra_records(0, "", 0, "forward", "LSTM", {"w_hh": lstm.weight_hh_l0})
+    assert values == [] and len(rows) == 5
+    monkeypatch.setattr(spectra, "FULL_SPECTRUM_MAX", 12)
+    rows, values = spectra_records(0, "", 0, "forward", "LSTM", {"w_hh": lstm.weight_hh_l0})
+    assert [v["gate"] for v in values] == ["i", "f", "g", "o", "all"]
+
+
+def test_fast_route_is_reproducible_and_leaves_the_global_rng_alone():
+    matrix = uniform(150, seed=9)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = block_summary(matrix, full=False)[0]
+    assert torch.equal(torch.rand(3), expected_next)
+    assert block_summary(matrix, full=False)[0] == first
+
+
+def test_reduced_precision_float32_matmul_switches_the_squarings_to_float64():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert spectra._squaring_dtype(torch.zeros(2, 2, dtype=torch.float64)) == torch.float64
+        assert_agrees(uniform(140, seed=10))
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert spectra._squaring_dtype(torch.zeros(2, 2, dtype=torch.float64)) == torch.float32
