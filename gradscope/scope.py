@@ -227,9 +227,13 @@ class Scope:
 
         return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
 
-    @property
     def steps(self):
-        """How many steps have closed (recorded or not)."""
+        """The recorded step numbers, as ``Run.steps()`` gives them."""
+        return sorted(int(s) for s in self.timesteps()["step"].unique())
+
+    @property
+    def steps_seen(self):
+        """How many steps have closed, recorded or not."""
         return self._clock.count
 
     def _table(self, table):
@@ -368,7 +372,7 @@ class Scope:
 
     def __repr__(self):
         state = "watching" if self._active else "stopped"
-        return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps} steps>"
+        return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
 
 
 def _tensors_in(value):
