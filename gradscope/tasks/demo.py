@@ -18,24 +18,43 @@ import torch
 
 from gradscope.tasks import KINDS, build_model, evaluate, make_task, train
 from gradscope.tasks.progress import ProgressBar
-from gradscope.tasks.report_section import task_section, insert_section
+from gradscope.tasks.report_section import insert_section, task_section
+from gradscope.tasks.task_figure import draw_task_figure
+
+FIGURE = "task-loss.png"
 
 
 # Tuned so that at T = 100 the LSTM and GRU beat the adding-problem baseline within the budget
 # of the issue (< 3 minutes for all three on 2 CPU cores); see docs/demo.md for the measurements.
-DEFAULTS = {"task": "adding", "steps": 1000, "seq_len": 100, "hidden": 64, "seed": 0, "every": 50,
+DEFAULTS = {"task": "adding", "steps": 1500, "seq_len": 100, "hidden": 32, "seed": 0, "every": 50,
             "batch_size": 64, "lr": 1e-2, "out": "reports/demo"}
 
 
 def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"], hidden=DEFAULTS["hidden"],
              seed=0, every=DEFAULTS["every"], out=DEFAULTS["out"], batch_size=DEFAULTS["batch_size"],
-             lr=DEFAULTS["lr"], kinds=KINDS, stream=None):
+             lr=DEFAULTS["lr"], kinds=KINDS, stream=None, threads=1):
     """Train each of ``kinds`` on ``task`` under ``gradscope.watch``; returns the results dict
-    also written to ``out/demo.json`` (its ``"report"`` entry is the path of index.html)."""
+    also written to ``out/demo.json`` (its ``"report"`` entry is the path of index.html).
+
+    ``threads``: torch's intra-op threads while the demo runs (restored afterwards; ``None``
+    leaves torch's setting). These models are so small that thread hand-offs cost more than
+    they save: 300 steps of all three took 20-24 s with one thread and 18-384 s with torch's
+    default two on a shared 2-core machine (docs/demo.md).
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run_demo(task, steps, seq_len, hidden, seed, every, out, batch_size, lr, kinds, stream)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_demo(task, steps, seq_len, hidden, seed, every, out, batch_size, lr, kinds, stream):
     import gradscope
     # from the subpackage: once gradscope.analyze (the package) is imported, the attribute
     # gradscope.analyze can be that module rather than the function
-    from gradscope.analyze import analyze
+    from gradscope.analysis import analyze
 
     _check_numbers(steps=steps, seq_len=seq_len, hidden=hidden, every=every, batch_size=batch_size)
     the_task = make_task(task, seq_len)
@@ -44,7 +63,7 @@ def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"]
     for run_dir in run_dirs.values():
         _clear_old_run(run_dir)
 
-    models = []
+    models, curves = [], {}
     for kind in kinds:
         torch.manual_seed(seed)  # dropout-free models, but keep any global draw reproducible
         model = build_model(kind, the_task, hidden, seed=seed)
@@ -55,9 +74,10 @@ def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"]
                            on_step=lambda step, loss: bar.update(step + 1, loss))
         bar.close()
         wall = time.perf_counter() - started
-        diagnosis = analyze(run_dirs[kind])
-        numbers = _model_numbers(kind, model, the_task, losses, diagnosis, wall)
+        diagnosis = gradscope.analyze(run_dirs[kind])
+        numbers = _model_numbers(kind, model, the_task, losses, diagnosis, wall, every)
         models.append(numbers)
+        curves[kind] = losses
         _add_to_meta(run_dirs[kind], {"task": {**the_task.describe(), **_training(steps, hidden, seed, lr, batch_size),
                                                "eval_loss": numbers["eval_loss"],
                                                "final_train_loss": numbers["final_train_loss"]}})
@@ -65,7 +85,9 @@ def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"]
     title = f"gradscope demo: {' vs '.join(kinds)} on the {the_task.name} task (T = {the_task.seq_len})"
     report = gradscope.compare({kind: run_dirs[kind] for kind in kinds}, out, title=title)
     results = {"task": the_task.describe(), "training": _training(steps, hidden, seed, lr, batch_size),
-               "every": every, "models": models, "report": str(report)}
+               "every": every, "models": models, "report": str(report), "figure": FIGURE}
+    draw_task_figure(out / FIGURE, curves, {m["model"]: m["history"] for m in models}, results["task"],
+                     smooth=max(1, min(25, steps // 10)))
     insert_section(report, task_section(results))
     (out / "demo.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n", encoding="utf-8")
     return results
@@ -88,9 +110,14 @@ def format_results(results):
     return "\n".join(lines)
 
 
-def _model_numbers(kind, model, task, losses, diagnosis, wall):
+def _model_numbers(kind, model, task, losses, diagnosis, wall, every):
     summary = diagnosis.summary()
     per_step = diagnosis.per_step()
+    history = [{"step": int(step), "gain": float(gain), "horizon": float(horizon),
+                # the training loss around that recorded step: the mean over the next `every` steps
+                "train_loss": float(sum(losses[int(step):int(step) + every]) / len(losses[int(step):int(step) + every]))}
+               for step, gain, horizon in zip(per_step["step"], per_step["gain"], per_step["horizon"])
+               if int(step) < len(losses)]
     row = summary.iloc[0] if len(summary) else {}
     last = per_step[per_step["step"] == per_step["step"].max()].iloc[0] if len(per_step) else {}
     tail = losses[-max(1, len(losses) // 10):]
@@ -105,6 +132,7 @@ def _model_numbers(kind, model, task, losses, diagnosis, wall):
         "horizon_end": float(last.get("horizon", math.nan)),
         "verdict": str(row.get("verdict", "?")),
         "wall_s": wall,
+        "history": history,
     }
 
 
@@ -116,7 +144,7 @@ def _training(steps, hidden, seed, lr, batch_size):
 def _check_numbers(**numbers):
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"gradscope demo: {name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _clear_old_run(run_dir):

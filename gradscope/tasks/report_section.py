@@ -5,7 +5,7 @@ per model the gain and horizon next to it, so the page shows cause (gradient) an
 import html
 import math
 
-_MARK = "<!-- gradscope demo: task section -->"
+_START, _END = "<!-- gradscope demo: task section -->", "<!-- end of gradscope demo task section -->"
 
 
 def task_section(results):
@@ -17,7 +17,7 @@ def task_section(results):
         "model", "parameters", f"held-out {task['loss_name']}", "÷ baseline", "beats baseline",
         "gain (×/step)", "horizon (steps)", "gain, last step", "horizon, last step", "verdict"))
     return (
-        f'{_MARK}<section id="task"><h2>Task loss against the trivial baseline</h2>'
+        f'<section id="task"><h2>Task loss against the trivial baseline</h2>'
         f"<p>Task <b>{_esc(task['task'])}</b>, sequence length T = {task['seq_len']}. "
         f"Trivial baseline: {_esc(task['loss_name'])} {baseline:.4f}, from the best guess that ignores "
         f"the sequence ({_esc(task['baseline_note'])}). A model below it carried information across time.</p>"
@@ -27,7 +27,8 @@ def task_section(results):
         f"{training['seed']}, recorded every {results['every']} steps. Loss on a held-out batch of 512 after "
         "training. Gain and horizon: over all recorded steps, and at the last recorded step.</p>"
         f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
-        f"<p>{_esc(reading(results))}</p></section>")
+        f"<p>{_esc(reading(results))}</p>{_figure(results)}"
+        f"<ul>{''.join(f'<li>{_esc(line)}</li>' for line in story(results))}</ul></section>")
 
 
 def reading(results):
@@ -45,19 +46,62 @@ def reading(results):
     return text + "."
 
 
+def story(results):
+    """Per model: when (if ever) its loss left the baseline, and what its horizon did then."""
+    baseline = results["task"]["baseline"]
+    lines = []
+    for m in results["models"]:
+        history = m.get("history") or []
+        if not history:
+            continue
+        learned = next((i for i, h in enumerate(history) if h["train_loss"] < baseline / 2), None)
+        name = m["model"]
+        if learned is None:
+            horizons = [h["horizon"] for h in history]
+            lines.append(f"{name}: its training loss never fell below half the baseline; its horizon stayed "
+                         f"between {_steps(min(horizons, key=_order))} and {_steps(max(horizons, key=_order))} steps.")
+        elif learned == 0:
+            lines.append(f"{name}: its training loss was below half the baseline from the first recorded steps; "
+                         f"horizon {_steps(history[0]['horizon'])} steps at step {history[0]['step']}.")
+        else:
+            before, after = history[learned - 1], history[learned]
+            lines.append(f"{name}: its training loss first fell below half the baseline after step "
+                         f"{after['step']}; its horizon was {_steps(before['horizon'])} steps at step "
+                         f"{before['step']} and {_steps(after['horizon'])} at step {after['step']}.")
+    return lines
+
+
 def insert_section(index_html, section):
-    """Put ``section`` right after the page header of ``index_html`` (once; a rerun replaces it)."""
+    """Put ``section`` right after the page header of ``index_html``; a section put there
+    before is replaced, so the page holds one."""
     text = index_html.read_text(encoding="utf-8")
-    if _MARK in text:
-        return
+    block = f"{_START}\n{section}\n{_END}"
+    if _START in text and _END in text:
+        start, end = text.index(_START), text.index(_END) + len(_END)
+        text = text[:start] + block + text[end:]
+    else:
+        at = _after_header(text)
+        text = text[:at] + "\n" + block + "\n" + text[at:]
+    index_html.write_text(text, encoding="utf-8")
+
+
+def _after_header(text):
     for anchor in ("</header>", "<main>"):
         at = text.find(anchor)
         if at >= 0:
-            at += len(anchor)
-            break
-    else:
-        at = text.rfind("</body>") if "</body>" in text else len(text)
-    index_html.write_text(text[:at] + "\n" + section + "\n" + text[at:], encoding="utf-8")
+            return at + len(anchor)
+    at = text.rfind("</body>")
+    return at if at >= 0 else len(text)
+
+
+def _figure(results):
+    if not results.get("figure"):
+        return ""
+    return (f'<figure><img src="{_esc(results["figure"])}" alt="training loss and gradient horizon per model">'
+            "<figcaption><b>Task loss and horizon over training.</b> Left: training loss (moving mean) "
+            "against the trivial baseline (dashed). Right: the gradient horizon at each recorded step "
+            f"against the sequence length (dashed); a horizon shorter than T = {results['task']['seq_len']} "
+            "means the gradient from the loss fades out before it reaches the start of the sequence.</figcaption></figure>")
 
 
 def _row(m, baseline):
