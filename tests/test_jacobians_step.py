@@ -63,7 +63,11 @@ def test_spectral_norms_are_the_largest_singular_values():
     g = torch.Generator().manual_seed(1)
     jac = torch.randn(4, 6, 6, generator=g, dtype=torch.float64)
     want = torch.stack([torch.linalg.svdvals(j)[0] for j in jac])
-    torch.testing.assert_close(spectral_norms(jac), want)
+    torch.testing.assert_close(spectral_norms(jac), want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(spectral_norms(jac.float()), want.float(), rtol=1e-6, atol=0)
+    jac[2, 1, 1] = float("inf")
+    norms = spectral_norms(jac)
+    assert torch.isnan(norms[2]) and torch.isfinite(norms[[0, 1, 3]]).all()
 
 
 def test_empty_batch_and_bad_shapes():

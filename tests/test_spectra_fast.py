@@ -107,3 +107,9 @@ def test_reduced_precision_float32_matmul_switches_the_squarings_to_float64():
     finally:
         torch.set_float32_matmul_precision(before)
     assert spectra._squaring_dtype(torch.zeros(2, 2, dtype=torch.float64)) == torch.float32
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (3, 5), (7, 3), (9, 9)])
+def test_fast_route_on_tiny_blocks(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    assert_agrees(torch.randn(*shape, generator=g, dtype=torch.float64), rel=1e-9)
