@@ -138,6 +138,7 @@ class Scope:
         self._active = False
         self._tables = {table: [] for table in TABLES}
         self._values = []
+        self._latest_weights = {}
         self._cache = {}
         self._writer = None
         self._wrote_run = False
@@ -223,9 +224,17 @@ class Scope:
 
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """Full singular values and complex eigenvalues of one weight block at a recorded step."""
-        from gradscope.capture.measure import pick_spectrum
+        from gradscope.capture.measure import latest_spectrum, pick_spectrum
 
-        return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
+        try:
+            return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
+        except KeyError:
+            # blocks over 256 rows/cols keep only their summary; the latest step's weights are
+            # at hand, so compute that one now
+            found = latest_spectrum(self._latest_weights, module, layer, direction, gate, step)
+            if found is None:
+                raise
+            return found
 
     def steps(self):
         """The recorded step numbers, as ``Run.steps()`` gives them."""

@@ -77,3 +77,18 @@ def test_weight_drop_wrapper():
         s = np.linalg.svd(block, compute_uv=False)
         np.testing.assert_allclose(spectra.loc[gate, "sigma_max"], s[0], rtol=1e-6)
     assert len(scope.timesteps()) == 2 * 5
+
+
+def test_spectrum_of_a_large_block_is_computed_for_the_latest_step():
+    torch.manual_seed(0)
+    gru = nn.GRU(4, 300)  # blocks over 256 keep only their summary row when recorded
+    with gradscope.watch(gru) as scope:
+        out, _ = gru(torch.randn(3, 2, 4))
+        out.sum().backward()
+    got = scope.spectrum("", gate="z")
+    block = gru.weight_hh_l0.detach()[300:600].double().numpy()
+    np.testing.assert_allclose(got["singular_values"], np.linalg.svd(block, compute_uv=False), rtol=1e-8)
+    np.testing.assert_allclose(np.sort(np.abs(got["eigenvalues"])), np.sort(np.abs(np.linalg.eigvals(block))),
+                               rtol=1e-6)
+    row = scope.spectra().set_index("gate").loc["z"]
+    np.testing.assert_allclose(row["sigma_max"], got["singular_values"][0], rtol=1e-6)

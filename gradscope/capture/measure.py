@@ -12,6 +12,7 @@ def weight_and_jacobian_tables(step, scope):
     from gradscope import spectra as sp
 
     rows, values = [], []
+    latest = {}  # what spectrum() needs to compute a full spectrum the rows did not store
     seen = set()
     for record in step.calls:  # the weights of a module's first call stand for the step
         if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
@@ -19,14 +20,19 @@ def weight_and_jacobian_tables(step, scope):
         seen.add(record.module)
         for (layer, direction), weights in record.weights.items():
             r, v = sp.spectra_records(step.number, record.module, layer, direction, record.cell, weights)
+            latest[(record.module, layer, direction)] = (step.number, record.cell, weights)
             rows.extend(r)
             values.extend(v)
     for label, weight in scope._weights.items():
         with torch.no_grad():
             matrix = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight
-        r, v = sp.labelled_records(step.number, label, torch.as_tensor(matrix).detach())
+        matrix = torch.as_tensor(matrix).detach()
+        r, v = sp.labelled_records(step.number, label, matrix)
+        latest[(label, 0, "forward")] = (step.number, None, matrix)
         rows.extend(r)
         values.extend(v)
+    if latest:
+        scope._latest_weights = latest
     tables = {"spectra": frame("spectra", rows), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}
     if scope._jacobians:
         tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
@@ -91,3 +97,22 @@ def pick_spectrum(values, module, layer=0, direction="forward", gate=None, step=
     return {"singular_values": np.asarray(v["singular_values"], dtype=np.float64),
             "eigenvalues": np.asarray(v["eigenvalues_real"], dtype=np.float64)
             + 1j * np.asarray(v["eigenvalues_imag"], dtype=np.float64)}
+
+
+def latest_spectrum(latest, module, layer=0, direction="forward", gate=None, step=-1):
+    """The full spectrum of a block of the latest recorded step, computed now (large blocks are
+    summarised by the fast route when recorded and keep no full spectrum)."""
+    from gradscope import spectra as sp
+
+    entry = latest.get((module, layer, direction))
+    if entry is None or step not in (-1, entry[0]):
+        return None
+    number, kind, weights = entry
+    blocks = [(module, weights)] if kind is None else sp.recurrent_blocks(kind, weights)
+    names = [name for name, _ in blocks]
+    gate = gate if gate is not None else ("all" if "all" in names else names[0])
+    for name, matrix in blocks:
+        if name == gate:
+            v = sp.spectrum_value(number, module, layer, direction, gate, matrix)
+            return pick_spectrum([v], module, layer=layer, direction=direction, gate=gate, step=-1)
+    return None
