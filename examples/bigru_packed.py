@@ -6,7 +6,7 @@ direction reads it last. gradscope records both directions: ``t`` is always the 
 position, ``batch`` counts the sequences still active at ``t`` (fewer at the tail of a packed
 batch), and the reverse direction's carried gradient comes from ``t - 1``.
 
-    python examples/bigru_packed.py            # ~30 seconds on 2 CPU cores
+    python examples/bigru_packed.py            # ~10 seconds on 2 CPU cores
     python examples/bigru_packed.py --small    # seconds
 """
 

@@ -10,7 +10,7 @@ can render or compare the run later:
 
 The model is a 1-layer LSTM character LM on Python's help text (no download).
 
-    python examples/long_training.py                   # a few minutes on 2 CPU cores
+    python examples/long_training.py                   # ~40 seconds on 2 CPU cores
     python examples/long_training.py --small           # seconds
     python examples/long_training.py --out runs/mine   # where the run folder goes
 """
@@ -30,7 +30,7 @@ from gradscope.tasks import CharLMTask, build_model, seeded_generator
 
 def main(small=False, out="runs/long-training"):
     torch.manual_seed(0)
-    seq_len, hidden, steps, every = (16, 16, 8, 2) if small else (64, 128, 3000, 100)
+    seq_len, hidden, steps, every = (16, 16, 8, 2) if small else (64, 64, 2000, 100)
     run_dir = Path(out)
     if (run_dir / "meta.json").exists():
         shutil.rmtree(run_dir)  # gradscope never appends to an old run: start this one afresh

@@ -14,7 +14,7 @@ loss at every step, prefer an nn.RNN or a cell module, whose carried part gradsc
 The weights start as in the textbook (normal, std 0.01): sigma_max(W_hh) is far below 1, so
 by Pascanu et al. (2013) the gradient must vanish, and the measured gain agrees.
 
-    python examples/rnn_from_scratch.py            # ~30 seconds on 2 CPU cores
+    python examples/rnn_from_scratch.py            # ~10 seconds on 2 CPU cores
     python examples/rnn_from_scratch.py --small    # seconds
 """
 

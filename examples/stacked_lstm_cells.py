@@ -5,7 +5,7 @@ in links it to the previous one. Each cell is its own module (``cell1``, ``cell2
 for state ``h`` and the cell state ``c``. The lower cell's direct gradient comes from the cell
 above, the upper cell's from the loss at the last step.
 
-    python examples/stacked_lstm_cells.py            # ~1 minute on 2 CPU cores
+    python examples/stacked_lstm_cells.py            # ~20 seconds on 2 CPU cores
     python examples/stacked_lstm_cells.py --small    # seconds
 """
 

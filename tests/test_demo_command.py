@@ -89,6 +89,12 @@ def test_nonpositive_numbers_are_usage_errors(flag, tmp_path, capsys):
     assert flag in capsys.readouterr().err
 
 
+def test_a_sequence_too_short_for_the_task_is_a_usage_error(tmp_path, capsys):
+    assert main(["demo", "--task", "copy", "--seq-len", "8", "--out", str(tmp_path)]) == 2
+    assert "--seq-len" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_runner_checks_its_numbers_too(tmp_path):
     with pytest.raises(ValueError, match="hidden must be a whole number >= 1"):
         demo_runner.run_demo(hidden=0, out=tmp_path)

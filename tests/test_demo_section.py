@@ -29,11 +29,17 @@ GRU = model("GRU", 0.0001, [math.inf, math.inf, math.inf], [0.01, 0.001, 0.001])
 
 def test_story_says_when_each_model_left_the_baseline_and_what_its_horizon_did():
     lines = story(results([RNN, LSTM, GRU]))
-    assert lines[0] == ("RNN: its training loss never fell below half the baseline; its horizon stayed "
+    assert lines[0] == ("RNN: its training loss never got 10% below the baseline; its horizon stayed "
                         "between 5 and 12 steps.")
-    assert lines[1] == ("LSTM: its training loss first fell below half the baseline after step 200; its "
-                        "horizon was 25 steps at step 100 and 1200 at step 200.")
-    assert lines[2].startswith("GRU: its training loss was below half the baseline from the first") and "∞" in lines[2]
+    assert lines[1] == ("LSTM: its training loss first got 10% below the baseline in steps 200-299 (mean over "
+                        "the window); its horizon was 25 steps at step 100 and 1200 at step 200.")
+    assert lines[2].startswith("GRU: its training loss was 10% below the baseline from the first") and "∞" in lines[2]
+
+
+def test_story_names_an_earlier_longer_horizon():
+    spike = model("RNN", 1.8, [12.0, 295.0, 9.0, 8.0], [0.17, 0.17, 0.16, 0.14])
+    line = story(results([spike]))[0]
+    assert line.endswith("horizon was 9 steps at step 200 and 8 at step 300 (longest until then: 295 steps at step 100).")
 
 
 def test_reading_compares_the_shortest_and_longest_horizon_at_the_end():

@@ -52,9 +52,6 @@ def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"]
 
 def _run_demo(task, steps, seq_len, hidden, seed, every, out, batch_size, lr, kinds, stream):
     import gradscope
-    # from the subpackage: once gradscope.analyze (the package) is imported, the attribute
-    # gradscope.analyze can be that module rather than the function
-    from gradscope.analysis import analyze
 
     _check_numbers(steps=steps, seq_len=seq_len, hidden=hidden, every=every, batch_size=batch_size)
     the_task = make_task(task, seq_len)
@@ -101,7 +98,7 @@ def format_results(results):
              f"{'model':<6}{'loss':>9}{'/ baseline':>12}{'gain':>8}{'horizon':>9}{'gain@end':>10}"
              f"{'horizon@end':>13}  verdict"]
     for m in results["models"]:
-        lines.append(f"{m['model']:<6}{m['eval_loss']:>9.4f}{m['eval_loss'] / task['baseline']:>12.2f}"
+        lines.append(f"{m['model']:<6}{m['eval_loss']:>9.4f}{m['eval_loss'] / task['baseline']:>12.3g}"
                      f"{m['gain']:>8.3f}{_steps(m['horizon']):>9}{m['gain_end']:>10.3f}"
                      f"{_steps(m['horizon_end']):>13}  {m['verdict']}")
     lines.append("loss: on a held-out batch of 512 after training; gain, horizon: over all recorded steps "

@@ -5,6 +5,8 @@ per model the gain and horizon next to it, so the page shows cause (gradient) an
 import html
 import math
 
+# a model "learned" once its mean training loss over a recorded window is this share of the baseline
+LEARNED = 0.9
 _START, _END = "<!-- gradscope demo: task section -->", "<!-- end of gradscope demo task section -->"
 
 
@@ -47,28 +49,38 @@ def reading(results):
 
 
 def story(results):
-    """Per model: when (if ever) its loss left the baseline, and what its horizon did then."""
+    """Per model: when (if ever) its loss got clearly below the baseline, and what its horizon did."""
     baseline = results["task"]["baseline"]
     lines = []
     for m in results["models"]:
         history = m.get("history") or []
         if not history:
             continue
-        learned = next((i for i, h in enumerate(history) if h["train_loss"] < baseline / 2), None)
+        learned = next((i for i, h in enumerate(history) if h["train_loss"] < LEARNED * baseline), None)
         name = m["model"]
         if learned is None:
             horizons = [h["horizon"] for h in history]
-            lines.append(f"{name}: its training loss never fell below half the baseline; its horizon stayed "
-                         f"between {_steps(min(horizons, key=_order))} and {_steps(max(horizons, key=_order))} steps.")
+            lines.append(f"{name}: its training loss never got {_share()} below the baseline; its horizon "
+                         f"stayed between {_steps(min(horizons, key=_order))} and "
+                         f"{_steps(max(horizons, key=_order))} steps.")
         elif learned == 0:
-            lines.append(f"{name}: its training loss was below half the baseline from the first recorded steps; "
-                         f"horizon {_steps(history[0]['horizon'])} steps at step {history[0]['step']}.")
+            lines.append(f"{name}: its training loss was {_share()} below the baseline from the first recorded "
+                         f"steps; horizon {_steps(history[0]['horizon'])} steps at step {history[0]['step']}.")
         else:
             before, after = history[learned - 1], history[learned]
-            lines.append(f"{name}: its training loss first fell below half the baseline after step "
-                         f"{after['step']}; its horizon was {_steps(before['horizon'])} steps at step "
-                         f"{before['step']} and {_steps(after['horizon'])} at step {after['step']}.")
+            longest = max(history[:learned + 1], key=lambda h: _order(h["horizon"]))
+            window = f"{after['step']}-{after['step'] + results['every'] - 1}"
+            line = (f"{name}: its training loss first got {_share()} below the baseline in steps "
+                    f"{window} (mean over the window); its horizon was {_steps(before['horizon'])} steps at step "
+                    f"{before['step']} and {_steps(after['horizon'])} at step {after['step']}")
+            if longest is not before and longest is not after:
+                line += f" (longest until then: {_steps(longest['horizon'])} steps at step {longest['step']})"
+            lines.append(line + ".")
     return lines
+
+
+def _share():
+    return f"{1 - LEARNED:.0%}"
 
 
 def insert_section(index_html, section):
@@ -108,7 +120,7 @@ def _row(m, baseline):
     ratio = m["eval_loss"] / baseline if baseline else math.nan
     verdict = str(m["verdict"])
     cells = [f'<td class="text">{_esc(m["model"])}</td>', f"<td>{m['parameters']}</td>",
-             f"<td>{m['eval_loss']:.4f}</td>", f"<td>{ratio:.2f}</td>",
+             f"<td>{m['eval_loss']:.4f}</td>", f"<td>{ratio:.3g}</td>",
              f"<td>{'yes' if m['eval_loss'] < baseline else 'no'}</td>",
              f"<td>{_num(m['gain'])}</td>", f"<td>{_steps(m['horizon'])}</td>",
              f"<td>{_num(m['gain_end'])}</td>", f"<td>{_steps(m['horizon_end'])}</td>",

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-COLOURS = {"RNN": "#d62728", "GRU": "#1f77b4", "LSTM": "#2ca02c"}
+# the run colours of the comparison report's figures, in the same order (first run blue, ...)
+SERIES = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def draw_task_figure(path, curves, histories, task, smooth=25):
@@ -21,7 +22,7 @@ def draw_task_figure(path, curves, histories, task, smooth=25):
     FigureCanvasAgg(figure)
     loss_axes, horizon_axes = figure.subplots(1, 2)
     for index, (name, losses) in enumerate(curves.items()):
-        colour = COLOURS.get(name, f"C{index}")
+        colour = SERIES[index % len(SERIES)]
         smoothed = _moving_mean(np.asarray(losses, dtype=float), smooth)
         loss_axes.plot(np.arange(len(smoothed)) + smooth // 2, smoothed, color=colour, label=name, lw=1.4)
         history = histories.get(name, [])
