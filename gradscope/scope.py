@@ -6,6 +6,7 @@ table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
 import warnings
+import weakref
 
 import pandas as pd
 import torch
@@ -19,7 +20,7 @@ from gradscope.capture.patch import ForwardPatch, watched_by
 from gradscope.capture.steps import StepClock
 from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
-from gradscope.capture.unroll import exact_module_forward
+from gradscope.capture.unroll import NotSteppable, exact_module_forward
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.records import SCHEMA_VERSION, TABLES, frame
 
@@ -50,7 +51,7 @@ class _Capture:
 
     def add_call(self, record):
         self.records.append(record)
-        self.step.calls.append(record)
+        self.step.add_call(record)
 
     def hook(self, tensor, fn):
         self.scope._hook(self.step, tensor, fn)
@@ -89,14 +90,13 @@ class _Capture:
                 prev.add_final("direct", state, -g)
 
             self.hook(probe, fire)
+            link.record.probe_leaves.append(weakref.ref(probe))
             out.append(tensor + probe)
         return out
 
     def abandon(self):
         for record in self.records:
-            record.closed = True
-            if record in self.step.calls:
-                self.step.calls.remove(record)
+            self.step.drop_call(record)
 
 
 class Scope:
@@ -273,6 +273,9 @@ class Scope:
                 if part.kind == "cell":
                     return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
                 return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)
+            except NotSteppable:
+                ctx.abandon()
+                return original(*args, **kwargs)
             except Exception as err:
                 ctx.abandon()
                 out = original(*args, **kwargs)  # bad input raises the module's own error here
@@ -311,6 +314,12 @@ class Scope:
         if not step.recorded:
             return
         tables, values = {}, []
+        if any(record.restricted for record in step.received):
+            self._warn(("restricted",), (
+                "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "
+                ".backward(inputs=...)) went through a recorded step; gradscope's probes are not among its "
+                "inputs, so the watched modules' numbers of such steps are not recorded. Record steps that "
+                "call loss.backward()."))
         try:
             tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
         except Exception as err:

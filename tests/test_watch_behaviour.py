@@ -239,3 +239,47 @@ def test_track_label_reaches_run_meta(tmp_path):
     run = gradscope.load(tmp_path / "run")
     assert run.meta["modules"]["loop"]["kind"] == "track"
     assert len(run.timesteps()) == 4 and set(run.spectra()["gate"]) == {"W"}
+
+
+@pytest.mark.parametrize("how", ["autograd.grad", "backward(inputs=)"])
+def test_partial_backward_records_nothing_wrong(how):
+    model = nn.RNN(2, 3)
+    params = list(model.parameters())
+    with pytest.warns(GradscopeWarning, match="autograd.grad"):
+        with gradscope.watch(model) as scope:
+            loss = model(torch.randn(6, 2, 2))[0].pow(2).sum()
+            if how == "autograd.grad":
+                torch.autograd.grad(loss, params)
+            else:
+                loss.backward(inputs=params)
+    assert scope.steps_seen == 1 and len(scope.timesteps()) == 0
+
+
+def test_partial_backward_on_cells_records_nothing_wrong():
+    cell = nn.GRUCell(2, 3)
+    with pytest.warns(GradscopeWarning, match="autograd.grad"):
+        with gradscope.watch(cell) as scope:
+            h = None
+            for _ in range(4):
+                h = cell(torch.randn(2, 2), h) if h is not None else cell(torch.randn(2, 2))
+            torch.autograd.grad(h.sum(), list(cell.parameters()))
+    assert len(scope.timesteps()) == 0
+
+
+def test_forwards_without_backward_leave_no_trace_in_the_step():
+    model = nn.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    with gradscope.watch(model) as scope:
+        for _ in range(20):  # evaluation forgot no_grad
+            model(x)
+        out, _ = model(x)
+        out.sum().backward()
+    table = scope.timesteps()
+    assert set(table["call"]) == {0} and len(table) == 2 * 5
+
+
+def test_empty_batch_passes_through_silently():
+    model = nn.LSTM(2, 3)
+    with gradscope.watch(model) as scope:
+        out, _ = model(torch.randn(4, 0, 2, requires_grad=True))
+    assert out.shape == (4, 0, 3) and len(scope.timesteps()) == 0

@@ -86,6 +86,25 @@ class Series:
         self.parts = None  # free the (N, S) buffers now
 
 
+def _accumulate_node(leaf):
+    with torch.enable_grad():
+        edge = getattr(torch.autograd.graph, "get_gradient_edge", None)
+        return edge(leaf).node if edge is not None else leaf.view_as(leaf).grad_fn.next_functions[0][0]
+
+
+def _probes_skipped(leaf_refs):
+    """True inside a backward pass that will run none of the probes' accumulation nodes."""
+    will_run = getattr(torch._C, "_will_engine_execute_node", None)
+    leaves = [ref() for ref in leaf_refs]
+    leaves = [leaf for leaf in leaves if leaf is not None]
+    if will_run is None or not leaves:
+        return False
+    try:
+        return not any(will_run(_accumulate_node(leaf)) for leaf in leaves)
+    except RuntimeError:
+        return False
+
+
 class CallRecord:
     """One call of one watched part within a step: the layout of its rows and its series.
 
@@ -111,6 +130,12 @@ class CallRecord:
         self.series = {}
         self.received = False
         self.closed = False
+        self.order = 0
+        self.on_first_gradient = None
+        # weak references to this call's probe leaves: a backward pass that runs none of them
+        # (torch.autograd.grad, backward(inputs=...)) cannot measure the carried part
+        self.probe_leaves = []
+        self.restricted = False
         self.gate_stats = []  # (layer, direction, gate, activation, tensor[count, sum, low, high])
         self.jacobian_inputs = {}  # (layer, direction) -> dict of detached tensors
         self.weights = {}  # (layer, direction) -> weights used in this forward (detached)
@@ -157,10 +182,20 @@ class CallRecord:
     def add_series(self, layer, direction, state, pending):
         self.series[(layer, direction, state)] = Series((layer, direction, state), pending)
 
+    def gradient_arrived(self):
+        """Called by every hook of this call before it adds anything (inside backward)."""
+        if self.received:
+            return
+        self.received = True
+        self.restricted = _probes_skipped(self.probe_leaves)
+        self.probe_leaves = []
+        if self.on_first_gradient is not None:
+            self.on_first_gradient()
+
     def add(self, layer, direction, state, part, grad, rows=None):
         if self.closed:
             return
-        self.received = True
+        self.gradient_arrived()
         self.series[(layer, direction, state)].add(part, grad, rows, self)
 
     def probe_fired(self, layer, direction, state):
@@ -184,7 +219,7 @@ class CallRecord:
         """Take the norms of every series not yet reduced; return [(series, sums)]."""
         self.closed = True
         out = []
-        if not self.received:
+        if not self.received or self.restricted:
             return out
         for key, series in self.series.items():
             series.reduce(self)

@@ -26,7 +26,8 @@ def _to_host(tensors):
 def timestep_and_gate_tables(step):
     """The ``timesteps`` and ``gates`` rows of a closed step."""
     series, gates, tracks = [], [], []
-    for record in step.calls:
+    step.closed_calls = step.calls()
+    for record in step.closed_calls:
         for key, sums in record.finish():
             series.append((record, key, sums))
         if record.received:
@@ -93,7 +94,7 @@ def first_records(step):
     """The first call record of each module in the step that received gradients (its weights
     stand for the module's weights in this step)."""
     out = {}
-    for record in step.calls:
+    for record in step.calls():
         if record.weights and record.module not in out:
             out[record.module] = record
     return out

@@ -14,7 +14,7 @@ def weight_and_jacobian_tables(step, scope):
     rows, values = [], []
     latest = {}  # what spectrum() needs to compute a full spectrum the rows did not store
     seen = set()
-    for record in step.calls:  # the weights of a module's first call stand for the step
+    for record in getattr(step, "closed_calls", None) or step.calls():  # the weights of a module's first call stand for the step
         if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
             continue
         seen.add(record.module)
@@ -46,7 +46,7 @@ def jacobian_tables(step):
 
     jac_rows, lyap_rows = [], []
     chains = {}
-    for record in step.calls:
+    for record in getattr(step, "closed_calls", None) or step.calls():
         if not record.received:
             continue
         for (layer, direction), inputs in record.jacobian_inputs.items():

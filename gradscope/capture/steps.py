@@ -1,6 +1,8 @@
 """Step bookkeeping: a step opens at the first grad-enabled forward of a watched part and closes
 when a backward pass has gone through it (at the end of that backward pass)."""
 
+import weakref
+
 import torch
 
 
@@ -8,11 +10,39 @@ class Step:
     def __init__(self, number, recorded):
         self.number = number
         self.recorded = recorded
-        self.calls = []  # CallRecord, in call order
+        # Calls are held weakly until a gradient reaches them: a grad-enabled forward that never
+        # sees a backward (an evaluation without no_grad) then keeps nothing alive.
+        self._calls = []  # weakref to CallRecord, in call order
+        self.received = []  # CallRecord that got a gradient, in the order they got it
         self.tracks = {}  # label -> TrackRecord
         self._next_call = {}  # module name -> next call index
         self.queued = False
         self.closed = False
+
+    def add_call(self, record):
+        record.order = len(self._calls)
+        record.on_first_gradient = lambda: self.received.append(record)
+        self._calls.append(weakref.ref(record))
+
+    def drop_call(self, record):
+        record.closed = True
+        if record in self.received:
+            self.received.remove(record)
+
+    def calls(self):
+        """The calls that received a gradient, in call order, with ``call`` renumbered 0, 1, ...
+        per module among them (a forward that no backward reached is not a sequence of it)."""
+        # a module that a partial backward pass (torch.autograd.grad) went through is left out
+        # whole: the calls it could still measure would be a misleading fragment of the sequence
+        skipped = {r.module for r in self.received if r.restricted}
+        records = sorted((r for r in self.received if r.module not in skipped), key=lambda r: r.order)
+        ranks = {}
+        for record in records:
+            ids = ranks.setdefault(record.module, {})
+            ids.setdefault(record.call, len(ids))
+        for record in records:
+            record.call = ranks[record.module][record.call]
+        return records
 
     def new_call_index(self, module):
         index = self._next_call.get(module, 0)

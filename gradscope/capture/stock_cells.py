@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture.accumulate import CallRecord
-from gradscope.capture.unroll import run_direction
+from gradscope.capture.unroll import NotSteppable, run_direction
 from gradscope.cells import cell_kind, module_weights
 
 
@@ -23,6 +23,8 @@ def exact_cell_forward(ctx, name, module, input, hx=None):
     if not is_batched:
         input = input.unsqueeze(0)
     batch = input.shape[0]
+    if batch == 0:
+        raise NotSteppable("empty batch")
 
     links = ctx.links.find(hx, name)
     if hx is None:

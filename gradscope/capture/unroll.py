@@ -12,6 +12,8 @@ Probes are one leaf tensor per layer, direction and state, split into time steps
 there is no hook per time step.
 """
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
@@ -20,6 +22,10 @@ from gradscope.capture.accumulate import CallRecord
 from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step, lstm_step, module_weights, rnn_step
 
 SATURATION_MARGIN = 0.05
+
+
+class NotSteppable(Exception):
+    """This call has nothing to measure (an empty batch): run the module's own code, silently."""
 
 
 def exact_module_forward(ctx, name, module, input, hx=None):
@@ -54,6 +60,9 @@ def exact_module_forward(ctx, name, module, input, hx=None):
         bs = [batch] * steps
         x_flat = seq.reshape(steps * batch, seq.shape[2])
         batch_sizes = sorted_indices = unsorted_indices = None
+
+    if x_flat.shape[0] == 0:
+        raise NotSteppable("empty batch")
 
     # --- initial state ------------------------------------------------------------------------
     links = ctx.links.find(hx, name)
@@ -168,6 +177,7 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     record.add_series(layer, direction, "h", pending=1 if carry else 0)
     if is_lstm:
         record.add_series(layer, direction, "c", pending=2 if carry else 1)
+    record.probe_leaves.extend(weakref.ref(p) for p in (probe_h, probe_c, probe_c_out) if p is not None)
     if carry:
         rows = _carried_rows(record, bs, reverse)
         ctx.probe(probe_h, record, layer, direction, "h", "carried", rows)
