@@ -25,8 +25,10 @@ def _finding(part, kind, severity, message, evidence, advice_text=""):
 
 
 def _flagged(part, kind, test) -> bool:
-    """The run as a whole passes ``test``, or its latest recorded step has verdict ``kind``."""
-    return test(part.numbers) or part.per_step["verdict"].iloc[-1] == kind
+    """The latest recorded step has verdict ``kind`` (the run as a whole passes ``test`` when the
+    latest step's gain could not be measured). The run's history is told by ``trend``."""
+    last = part.per_step["verdict"].iloc[-1]
+    return test(part.numbers) if last == "unknown" else last == kind
 
 
 def _gain_evidence(part, rules) -> dict:

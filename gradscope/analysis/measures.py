@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis import gain as gainmath
-from gradscope.analysis.verdict import verdict, worst
+from gradscope.analysis.verdict import verdict
 
 PART = ["module", "layer", "direction"]
 
@@ -145,9 +145,17 @@ def _fill_numbers(part, spectra, rules):
         "sigma_max": latest_sigma_max(spectra, part.module, part.layer, part.direction),
         "steps": int(len(part.per_step)),
         "first_verdict": first, "last_verdict": last,
-        # the run as a whole and its current state: a run that degraded is not healthy
-        "verdict": worst(overall_verdict, last),
+        # the current state decides (a run that degraded is not healthy, one that recovered is);
+        # a NaN/Inf anywhere in the run keeps the verdict nonfinite, and a latest step whose gain
+        # cannot be measured falls back to the run as a whole
+        "verdict": _current_verdict(overall_verdict, last),
     }
+
+
+def _current_verdict(overall_verdict, last_verdict) -> str:
+    if overall_verdict == "nonfinite":
+        return "nonfinite"
+    return overall_verdict if last_verdict == "unknown" else last_verdict
 
 
 def _module_info(meta, module) -> dict:
