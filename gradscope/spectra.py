@@ -8,9 +8,11 @@ stable_rank, frobenius``):
   1024 x 1024 matrix alone takes about a second on two CPU cores.
 - fast: only the extreme values, each by an iterative method that checks its own error bound in
   float64 (``TOLERANCE``, relative) and hands the block to the full route when the check fails:
-  sigma_max by block Lanczos on ``W^T W`` (never formed; float32 products, then a float64
-  Rayleigh quotient); sigma_min of a square block by Lanczos on ``(W^T W)^{-1}`` through an LU
-  of ``W``, of a tall one (``all``) from the other end of the Gram's Lanczos run; the spectral
+  sigma_max of a square block by shift-and-invert Lanczos on ``(s I - W^T W)^{-1}`` (float32
+  Cholesky, then a float64 Rayleigh quotient), else block Lanczos on ``W^T W`` (never formed;
+  float32 products, then a float64 Rayleigh quotient), of a tall one by Lanczos on its Gram;
+  sigma_min of a square block by Lanczos on ``(W^T W)^{-1}`` through an LU of ``W``, of a tall
+  one (``all``) by Lanczos on ``(G - s I)^{-1}`` through a Cholesky factor; the spectral
   radius from Arnoldi on ``B = W^16`` and ``B^T`` (four squarings single out the top of a crowded
   disk of eigenvalues), closed by a two-sided Rayleigh quotient of ``W`` in float64. Exact
   shortcuts first: every |eigenvalue| lies in ``[sigma_min, sigma_max]``, and a symmetric block
@@ -157,7 +159,7 @@ def _random(shape, like, gen):
 
 
 def _lanczos_extremes(apply, size, like, gen, bottom=False, give_up_below=-math.inf,
-                      tolerance=None, block=8, max_dim=480):
+                      tolerance=None, block=8, max_dim=480, ritz=None):
     """Largest (and, with ``bottom``, smallest) eigenpair of a symmetric operator
     ``apply(X) = A @ X`` of order ``size``, by block Lanczos with full reorthogonalisation.
 
@@ -167,7 +169,8 @@ def _lanczos_extremes(apply, size, like, gen, bottom=False, give_up_below=-math.
     the extreme eigenvalues, and a Ritz value errs by at most ``residual^2 / gap`` (Kato-Temple,
     gap to the next Ritz value): one of the two must be below ``tolerance`` (default
     ``TOLERANCE``) relative. Gives up (None) once the top Ritz value is at most
-    ``give_up_below``: a cluster that no Krylov method resolves cheaply.
+    ``give_up_below``: a cluster that no Krylov method resolves cheaply. ``ritz``, a list when
+    given, receives the Ritz values (ascending, CPU) of the last check.
     """
     tolerance = TOLERANCE if tolerance is None else tolerance
     max_dim = min(max_dim, size)
@@ -180,26 +183,32 @@ def _lanczos_extremes(apply, size, like, gen, bottom=False, give_up_below=-math.
         width = block.shape[1]
         image = apply(block)
         basis[:, dim:dim + width], images[:, dim:dim + width] = block, image
-        projected[:dim + width, dim:dim + width] = basis[:, :dim + width].T @ image
+        # the new block's column of the projection is also the first reorthogonalisation pass
+        coefficients = basis[:, :dim + width].T @ image
+        projected[:dim + width, dim:dim + width] = coefficients
         projected[dim:dim + width, :dim] = projected[:dim, dim:dim + width].T
         dim += width
         if dim >= next_check or dim >= max_dim or exhausted:
-            next_check = int(dim * 1.5)
+            next_check = int(dim * 1.15)
             # once the Krylov space closes on itself (an invariant subspace) or fills the whole
             # space, its Ritz values are exact
-            found, largest = _lanczos_check(projected[:dim, :dim], basis[:, :dim],
-                                            images[:, :dim], bottom, tolerance,
-                                            exact=exhausted or dim >= size)
+            found, largest, values = _lanczos_check(projected[:dim, :dim], basis[:, :dim],
+                                                    images[:, :dim], bottom, tolerance,
+                                                    exact=exhausted or dim >= size)
+            if ritz is not None:
+                ritz[:] = [values]
             if largest is None or largest <= give_up_below:
                 return None
             if all(pair is not None for pair in found):
                 return found
             if dim >= max_dim or exhausted:
                 return None
-        new = image[:, :min(width, max_dim - dim)]
+        keep = min(width, max_dim - dim)
+        new = image[:, :keep]
         scale = torch.linalg.matrix_norm(new).item()
-        for _ in range(2):  # "twice is enough" for an orthogonal basis
-            new = new - basis[:, :dim] @ (basis[:, :dim].T @ new)
+        # "twice is enough" for an orthogonal basis; the first pass reuses the projection
+        new = new - basis[:, :dim] @ coefficients[:, :keep]
+        new = new - basis[:, :dim] @ (basis[:, :dim].T @ new)
         block, r = torch.linalg.qr(new)
         exhausted = bool(r.diagonal().abs().min().item() <= 1e-12 * max(scale, 1e-300))
         if exhausted:
@@ -212,7 +221,7 @@ def _lanczos_check(projected, basis, images, bottom, tolerance, exact):
     value (None when not finite)."""
     values, vectors = torch.linalg.eigh(((projected + projected.T) / 2).cpu())
     if not bool(torch.isfinite(values).all()):
-        return [], None
+        return [], None, values
     found = []
     for end in ([-1, 0] if bottom else [-1]):
         theta = values[end].item()
@@ -224,7 +233,7 @@ def _lanczos_check(projected, basis, images, bottom, tolerance, exact):
         image = images @ vectors[:, end].to(basis.device, basis.dtype)
         residual = torch.linalg.vector_norm(image - theta * vector).item()
         found.append((theta, vector, gap) if _within(residual, gap, theta, tolerance) else None)
-    return found, values[-1].item()
+    return found, values[-1].item(), values
 
 
 def _polished(apply, pair):
@@ -272,13 +281,36 @@ def _sigma_extremes(w):
             return None
         low = 1.0 / found[0][0]
     else:
-        # a tall stacked block: both ends of the Gram's spectrum are soft edges, one run finds both
+        # a tall stacked block: sigma_max from Lanczos on the Gram; sigma_min from Lanczos on the
+        # Gram's inverse through its Cholesky factor, where the bottom of the spectrum stands
+        # apart (a few steps, where the Gram's own soft bottom edge needs hundreds)
         gram = w.T @ w
-        found = _lanczos_extremes(lambda x: gram @ x, cols, w, gen, bottom=True,
-                                  give_up_below=cluster, max_dim=640)
+        ritz = []
+        found = _lanczos_extremes(lambda x: gram @ x, cols, w, gen, give_up_below=cluster,
+                                  max_dim=640, ritz=ritz)
         if found is None:
             return None
-        top, low = found[0][0], found[1][0]
+        top = found[0][0]
+        # shift towards the bottom: the smallest Ritz value of that run lies above the smallest
+        # eigenvalue (Cauchy interlacing) and is usually close to it; a Cholesky factor of
+        # G - shift I exists only for a shift below every eigenvalue (else no shift). The top of
+        # (G - shift I)^{-1} is 1 / (lambda_min - shift), spread apart from the rest
+        lowest = ritz[0][0].item() if ritz and len(ritz[0]) else 0.0
+        shift, factor, info = 0.0, None, 1
+        if math.isfinite(lowest) and lowest > 0:
+            shift = 0.95 * lowest
+            factor, info = torch.linalg.cholesky_ex(
+                gram - shift * torch.eye(cols, dtype=gram.dtype, device=gram.device))
+            info = info.item()
+        if info != 0:
+            shift = 0.0
+            factor, info = torch.linalg.cholesky_ex(gram)
+            if info.item() != 0:
+                return None  # not positive definite to working precision: leave it to LAPACK
+        found = _lanczos_extremes(lambda x: torch.cholesky_solve(x, factor), cols, w, gen)
+        if found is None or not found[0][0] > 0:
+            return None
+        low = shift + 1.0 / found[0][0]
     if not (top > 0 and low > 0):
         return None
     sigma_max, sigma_min = math.sqrt(top), math.sqrt(low)
@@ -295,6 +327,9 @@ def _square_top(w, gen, cluster):
         return w.T @ (w @ x)
 
     dtype = _squaring_dtype(w)
+    value = _shifted_top(w, exact, dtype, gen, cluster)
+    if value is not None:
+        return value
     if dtype != w.dtype:
         low = w.to(dtype)
 
@@ -309,6 +344,47 @@ def _square_top(w, gen, cluster):
             return value
     found = _lanczos_extremes(exact, w.shape[1], w, gen, give_up_below=cluster)
     return None if found is None else found[0][0]
+
+
+def _shifted_top(w, exact, dtype, gen, cluster):
+    """sigma_max^2 of a square float64 ``w`` by shift and invert, or None (the caller then runs
+    plain Lanczos on the Gram).
+
+    The top of the Gram's spectrum is a soft edge: plain Lanczos needs about 200 steps to resolve
+    it. A short run gives a Ritz value a little below sigma_max^2 (Ritz values never pass the
+    extreme eigenvalue); 5 % above it is a shift whose ``shift I - W^T W`` has a Cholesky factor
+    only if the shift lies above every eigenvalue (else None). Lanczos on that operator's inverse
+    (products in ``dtype``) singles out ``1 / (shift - sigma_max^2)`` in a few dozen steps; its
+    Ritz vector is then checked by ``_polished`` with the exact float64 operator and the Ritz gap
+    mapped back to ``W^T W``.
+    """
+    n = w.shape[1]
+    low = w.to(dtype)
+    gram = low.T @ low
+    ritz = []
+    _lanczos_extremes(lambda x: (gram @ x.to(dtype)).to(w.dtype), n, w, gen, max_dim=48,
+                      ritz=ritz)
+    if not ritz or len(ritz[0]) < 2:
+        return None
+    estimate = ritz[0][-1].item()
+    if not (math.isfinite(estimate) and estimate > cluster):
+        return None  # a near-isometry: left to the plain run, which gives up the same way
+    shift = 1.05 * estimate
+    factor, info = torch.linalg.cholesky_ex(
+        shift * torch.eye(n, dtype=dtype, device=gram.device) - gram)
+    if info.item() != 0:
+        return None  # the shift is not above sigma_max^2
+
+    def inverse(x):
+        return torch.cholesky_solve(x.to(dtype), factor).to(w.dtype)
+    found = _lanczos_extremes(inverse, n, w, gen, tolerance=1e-9)
+    if found is None:
+        return None
+    mu, vector, gap = found[0]
+    below = mu - gap  # the next Ritz value of the inverse
+    if not (mu > 0 and below > 0):
+        return None
+    return _polished(exact, (None, vector, 1.0 / below - 1.0 / mu))
 
 
 def _squaring_dtype(w):
