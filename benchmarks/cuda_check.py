@@ -9,7 +9,6 @@
 
 import json
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -76,7 +75,7 @@ def count_syncs(steps):
     torch.manual_seed(0)
     model = nn.LSTM(16, 64, num_layers=2).to(dev)
     x = torch.randn(steps, 8, 16, device=dev)
-    with gradscope.watch(model) as scope:
+    with gradscope.watch(model):
         out, _ = model(x)  # warm
         out.sum().backward()
         torch.cuda.synchronize()

@@ -44,9 +44,9 @@ def cell_math(kind, x, h, c, w):
     gates = _linear(x, w["w_ih"], w["b_ih"]) + _linear(h, w["w_hh"], w["b_hh"])
     size = c.shape[-1]
     i, f = torch.sigmoid(gates[:size]), torch.sigmoid(gates[size:2 * size])
-    g, o = torch.tanh(gates[2 * size:3 * size]), torch.sigmoid(gates[3 * size:])
+    g = torch.tanh(gates[2 * size:3 * size])
     new_c = f * c + i * g
-    return None, new_c  # h is computed by the caller from a clone of c (its own use)
+    return None, new_c  # h = o * tanh(c) is computed by the caller from a clone of c (its own use)
 
 
 def reference_module(module, kind, seqs, h0, c0, g_out, g_h, g_c, masks=None):

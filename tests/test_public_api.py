@@ -2,7 +2,6 @@
 first (a submodule named like a public function would shadow it)."""
 
 import importlib
-import pkgutil
 import subprocess
 import sys
 

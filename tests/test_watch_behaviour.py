@@ -3,7 +3,6 @@
 
 import copy
 import gc
-import warnings
 import weakref
 
 import numpy as np
