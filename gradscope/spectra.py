@@ -28,6 +28,7 @@ import math
 import numpy as np
 import torch
 
+from gradscope import krylov
 from gradscope.cells import GATES
 
 FULL_SPECTRUM_MAX = 256
@@ -149,244 +150,6 @@ def block_spectrum(matrix):
 
 # --- the fast route --------------------------------------------------------------------------
 
-def _generator():
-    # a private, seeded generator: results are reproducible and the user's RNG stream is untouched
-    return torch.Generator(device="cpu").manual_seed(20130101)
-
-
-def _random(shape, like, gen):
-    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(like.device, like.dtype)
-
-
-def _lanczos_extremes(apply, size, like, gen, bottom=False, give_up_below=-math.inf,
-                      tolerance=None, block=8, max_dim=480, ritz=None):
-    """Largest (and, with ``bottom``, smallest) eigenpair of a symmetric operator
-    ``apply(X) = A @ X`` of order ``size``, by block Lanczos with full reorthogonalisation.
-
-    Returns ``[top, low]`` (``low`` only with ``bottom``), each a Ritz pair ``(value, vector,
-    gap)``, or None unless every asked value passed its check. For a symmetric operator some
-    eigenvalue lies within the residual norm of a Ritz value, the extreme Ritz values never pass
-    the extreme eigenvalues, and a Ritz value errs by at most ``residual^2 / gap`` (Kato-Temple,
-    gap to the next Ritz value): one of the two must be below ``tolerance`` (default
-    ``TOLERANCE``) relative. Gives up (None) once the top Ritz value is at most
-    ``give_up_below``: a cluster that no Krylov method resolves cheaply. ``ritz``, a list when
-    given, receives the Ritz values (ascending, CPU) of the last check.
-    """
-    tolerance = TOLERANCE if tolerance is None else tolerance
-    max_dim = min(max_dim, size)
-    basis = like.new_empty(size, max_dim)
-    images = like.new_empty(size, max_dim)
-    projected = like.new_zeros(max_dim, max_dim)
-    block = torch.linalg.qr(_random((size, min(block, size)), like, gen)).Q
-    dim, next_check, exhausted = 0, 4 * block.shape[1], False
-    while True:
-        width = block.shape[1]
-        image = apply(block)
-        basis[:, dim:dim + width], images[:, dim:dim + width] = block, image
-        # the new block's column of the projection is also the first reorthogonalisation pass
-        coefficients = basis[:, :dim + width].T @ image
-        projected[:dim + width, dim:dim + width] = coefficients
-        projected[dim:dim + width, :dim] = projected[:dim, dim:dim + width].T
-        dim += width
-        if dim >= next_check or dim >= max_dim or exhausted:
-            next_check = int(dim * 1.15)
-            # once the Krylov space closes on itself (an invariant subspace) or fills the whole
-            # space, its Ritz values are exact
-            found, largest, values = _lanczos_check(projected[:dim, :dim], basis[:, :dim],
-                                                    images[:, :dim], bottom, tolerance,
-                                                    exact=exhausted or dim >= size)
-            if ritz is not None:
-                ritz[:] = [values]
-            if largest is None or largest <= give_up_below:
-                return None
-            if all(pair is not None for pair in found):
-                return found
-            if dim >= max_dim or exhausted:
-                return None
-        keep = min(width, max_dim - dim)
-        new = image[:, :keep]
-        scale = torch.linalg.matrix_norm(new).item()
-        # "twice is enough" for an orthogonal basis; the first pass reuses the projection
-        new = new - basis[:, :dim] @ coefficients[:, :keep]
-        new = new - basis[:, :dim] @ (basis[:, :dim].T @ new)
-        block, r = torch.linalg.qr(new)
-        exhausted = bool(r.diagonal().abs().min().item() <= 1e-12 * max(scale, 1e-300))
-        if exhausted:
-            next_check = dim  # check what we have, then stop
-            block = block[:, :0]
-
-
-def _lanczos_check(projected, basis, images, bottom, tolerance, exact):
-    """The asked extreme Ritz pairs (each None when not yet vouched for) and the largest Ritz
-    value (None when not finite)."""
-    values, vectors = torch.linalg.eigh(((projected + projected.T) / 2).cpu())
-    if not bool(torch.isfinite(values).all()):
-        return [], None, values
-    found = []
-    for end in ([-1, 0] if bottom else [-1]):
-        theta = values[end].item()
-        vector = basis @ vectors[:, end].to(basis.device, basis.dtype)
-        gap = abs(theta - values[-2 if end == -1 else 1].item()) if len(values) > 1 else 0.0
-        if exact:
-            found.append((theta, vector, gap))
-            continue
-        image = images @ vectors[:, end].to(basis.device, basis.dtype)
-        residual = torch.linalg.vector_norm(image - theta * vector).item()
-        found.append((theta, vector, gap) if _within(residual, gap, theta, tolerance) else None)
-    return found, values[-1].item(), values
-
-
-def _polished(apply, pair):
-    """The float64 Rayleigh quotient of a Ritz vector found with a float32 operator, if its
-    Kato-Temple bound (float64 residual) is within ``TOLERANCE``; else None."""
-    _, vector, gap = pair
-    vector = vector.unsqueeze(1) / torch.linalg.vector_norm(vector)
-    image = apply(vector)
-    value = (vector.T @ image).item()
-    residual = torch.linalg.vector_norm(image - value * vector).item()
-    return value if _within(residual, gap, value, TOLERANCE) else None
-
-
-def _within(residual, gap, value, tolerance):
-    """Whether a symmetric Ritz value is vouched for to ``tolerance`` relative: some eigenvalue
-    lies within ``residual`` of it, and, once the residual is well below the gap to the next
-    Ritz value, within ``residual^2 / gap`` (Kato-Temple)."""
-    bound = tolerance * abs(value)
-    return residual <= bound or (gap > 0 and residual <= 1e-3 * gap
-                                 and residual ** 2 / gap <= bound)
-
-
-def _sigma_extremes(w):
-    """(sigma_max, sigma_min) of a tall or square float64 ``w``, or None when the fast route
-    cannot vouch for them."""
-    gen = _generator()
-    rows, cols = w.shape
-    mean = float(torch.linalg.vector_norm(w).item()) ** 2 / cols  # mean of sigma^2
-    cluster = mean * (1 + ISOMETRY_SPREAD)
-    if rows == cols:
-        top = _square_top(w, gen, cluster)
-        if top is None:
-            return None
-        # sigma_min sits near 0 among many small ones: Lanczos on (W^T W)^{-1} through an LU of
-        # W finds it in a few steps, with no squared condition number
-        lu, pivots, info = torch.linalg.lu_factor_ex(w)
-        if info.item() != 0:
-            return None  # exactly singular: LAPACK's SVD says how close to zero
-
-        def inverse(x):  # (W^T W)^{-1} x = W^{-1} W^{-T} x
-            return torch.linalg.lu_solve(lu, pivots,
-                                         torch.linalg.lu_solve(lu, pivots, x, adjoint=True))
-        found = _lanczos_extremes(inverse, cols, w, gen)
-        if found is None or not found[0][0] > 0:
-            return None
-        low = 1.0 / found[0][0]
-    else:
-        # a tall stacked block: sigma_max from Lanczos on the Gram; sigma_min from Lanczos on the
-        # Gram's inverse through its Cholesky factor, where the bottom of the spectrum stands
-        # apart (a few steps, where the Gram's own soft bottom edge needs hundreds)
-        gram = w.T @ w
-        ritz = []
-        found = _lanczos_extremes(lambda x: gram @ x, cols, w, gen, give_up_below=cluster,
-                                  max_dim=640, ritz=ritz)
-        if found is None:
-            return None
-        top = found[0][0]
-        # shift towards the bottom: the smallest Ritz value of that run lies above the smallest
-        # eigenvalue (Cauchy interlacing) and is usually close to it; a Cholesky factor of
-        # G - shift I exists only for a shift below every eigenvalue (else no shift). The top of
-        # (G - shift I)^{-1} is 1 / (lambda_min - shift), spread apart from the rest
-        lowest = ritz[0][0].item() if ritz and len(ritz[0]) else 0.0
-        shift, factor, info = 0.0, None, 1
-        if math.isfinite(lowest) and lowest > 0:
-            shift = 0.95 * lowest
-            factor, info = torch.linalg.cholesky_ex(
-                gram - shift * torch.eye(cols, dtype=gram.dtype, device=gram.device))
-            info = info.item()
-        if info != 0:
-            shift = 0.0
-            factor, info = torch.linalg.cholesky_ex(gram)
-            if info.item() != 0:
-                return None  # not positive definite to working precision: leave it to LAPACK
-        found = _lanczos_extremes(lambda x: torch.cholesky_solve(x, factor), cols, w, gen)
-        if found is None or not found[0][0] > 0:
-            return None
-        low = shift + 1.0 / found[0][0]
-    if not (top > 0 and low > 0):
-        return None
-    sigma_max, sigma_min = math.sqrt(top), math.sqrt(low)
-    if rows != cols and sigma_max / sigma_min > GRAM_CONDITION_LIMIT:
-        return None  # the Gram squared the condition number: too few digits left at the bottom
-    return sigma_max, sigma_min
-
-
-def _square_top(w, gen, cluster):
-    """sigma_max^2 of a square float64 ``w``: Lanczos on ``W^T W`` (never formed), its products in
-    float32 where trusted (half the memory traffic), then one float64 Rayleigh quotient with its
-    own error bound; a float64 run where that bound fails."""
-    def exact(x):
-        return w.T @ (w @ x)
-
-    dtype = _squaring_dtype(w)
-    value = _shifted_top(w, exact, dtype, gen, cluster)
-    if value is not None:
-        return value
-    if dtype != w.dtype:
-        low = w.to(dtype)
-
-        def rounded(x):
-            return (low.T @ (low @ x.to(dtype))).to(w.dtype)
-        found = _lanczos_extremes(rounded, w.shape[1], w, gen, give_up_below=cluster,
-                                  tolerance=1e-6)
-        if found is None:
-            return None
-        value = _polished(exact, found[0])
-        if value is not None:
-            return value
-    found = _lanczos_extremes(exact, w.shape[1], w, gen, give_up_below=cluster)
-    return None if found is None else found[0][0]
-
-
-def _shifted_top(w, exact, dtype, gen, cluster):
-    """sigma_max^2 of a square float64 ``w`` by shift and invert, or None (the caller then runs
-    plain Lanczos on the Gram).
-
-    The top of the Gram's spectrum is a soft edge: plain Lanczos needs about 200 steps to resolve
-    it. A short run gives a Ritz value a little below sigma_max^2 (Ritz values never pass the
-    extreme eigenvalue); 5 % above it is a shift whose ``shift I - W^T W`` has a Cholesky factor
-    only if the shift lies above every eigenvalue (else None). Lanczos on that operator's inverse
-    (products in ``dtype``) singles out ``1 / (shift - sigma_max^2)`` in a few dozen steps; its
-    Ritz vector is then checked by ``_polished`` with the exact float64 operator and the Ritz gap
-    mapped back to ``W^T W``.
-    """
-    n = w.shape[1]
-    low = w.to(dtype)
-    gram = low.T @ low
-    ritz = []
-    _lanczos_extremes(lambda x: (gram @ x.to(dtype)).to(w.dtype), n, w, gen, max_dim=48,
-                      ritz=ritz)
-    if not ritz or len(ritz[0]) < 2:
-        return None
-    estimate = ritz[0][-1].item()
-    if not (math.isfinite(estimate) and estimate > cluster):
-        return None  # a near-isometry: left to the plain run, which gives up the same way
-    shift = 1.05 * estimate
-    factor, info = torch.linalg.cholesky_ex(
-        shift * torch.eye(n, dtype=dtype, device=gram.device) - gram)
-    if info.item() != 0:
-        return None  # the shift is not above sigma_max^2
-
-    def inverse(x):
-        return torch.cholesky_solve(x.to(dtype), factor).to(w.dtype)
-    found = _lanczos_extremes(inverse, n, w, gen, tolerance=1e-9)
-    if found is None:
-        return None
-    mu, vector, gap = found[0]
-    below = mu - gap  # the next Ritz value of the inverse
-    if not (mu > 0 and below > 0):
-        return None
-    return _polished(exact, (None, vector, 1.0 / below - 1.0 / mu))
-
-
 def _squaring_dtype(w):
     # float32 products halve the cost on CPU; they are only trusted with IEEE float32 matmuls
     # (no TF32 / bfloat16 shortcuts), and the float64 Rayleigh quotients check them anyway
@@ -395,109 +158,184 @@ def _squaring_dtype(w):
     return torch.float64
 
 
-class _Arnoldi:
-    """An orthonormal Krylov basis of ``operator`` (float64, reorthogonalised twice) grown on
-    demand; the products run in the operator's dtype."""
-
-    def __init__(self, operator, start, max_dim):
-        self.operator = operator
-        self.basis = start.new_zeros(start.shape[0], max_dim)
-        self.basis[:, 0] = start / torch.linalg.vector_norm(start)
-        self.dim = 1
-
-    def extend(self, dim):
-        while self.dim < min(dim, self.basis.shape[1]):
-            basis = self.basis[:, :self.dim]
-            v = (self.operator @ basis[:, -1].to(self.operator.dtype)).to(torch.float64)
-            before = torch.linalg.vector_norm(v).item()
-            for _ in range(2):
-                v = v - basis @ (basis.T @ v)
-            after = torch.linalg.vector_norm(v).item()
-            if not after > 1e-13 * before:
-                break  # an invariant subspace: the basis holds all it will
-            self.basis[:, self.dim] = v / after
-            self.dim += 1
-        return self.basis[:, :self.dim]
+def gram_matrix(w):
+    """``W^T W`` of a tall or square block, in ``_squaring_dtype`` (what the fast route factors).
+    The Gram of rows stacked from several blocks is the sum of theirs, so ``spectra_records``
+    forms each gate's once and adds them up for ``all``."""
+    low = w.to(_squaring_dtype(w))
+    return low.T @ low
 
 
-def _dominant_eigenvalue(w, sigma_max, squarings=4, sizes=(40, 60, 90, 135, 200)):
+def _sigma_extremes(w, gram=None):
+    """(sigma_max, sigma_min) of a tall or square float64 ``w``, or None when the fast route
+    cannot vouch for them. ``gram``: ``gram_matrix(w)`` when already formed."""
+    gen = krylov.generator()
+    rows, cols = w.shape
+    mean = float(torch.linalg.vector_norm(w).item()) ** 2 / cols  # mean of sigma^2
+    cluster = mean * (1 + ISOMETRY_SPREAD)
+    gram = gram_matrix(w) if gram is None else gram
+
+    def exact(x):
+        return w.T @ (w @ x)
+
+    if rows == cols:
+        top = _square_top(w, gram, exact, gen, cluster)
+        low = None if top is None else _square_bottom(w, gen)
+    else:
+        top, low = _gram_ends(w, gram, exact, gen, cluster)
+        if (top is None or low is None) and gram.dtype != w.dtype:
+            # the rounded Gram lost the bottom (an ill-conditioned block): the exact one
+            top, low = _gram_ends(w, w.T @ w, exact, gen, cluster)
+    if top is None or low is None or not (top > 0 and low > 0):
+        return None
+    sigma_max, sigma_min = math.sqrt(top), math.sqrt(low)
+    if rows != cols and sigma_max / sigma_min > GRAM_CONDITION_LIMIT:
+        return None  # the Gram squared the condition number: too few digits left at the bottom
+    return sigma_max, sigma_min
+
+
+# Lanczos on an inverse: its top stands well apart, so narrow blocks reach it in fewer products
+_INVERSE_RUN = {"block": 4}
+
+
+def _rounded(gram, like):
+    """``x -> G x`` with the products in the Gram's dtype and the result in ``like``'s."""
+    return lambda x: (gram @ x.to(gram.dtype)).to(like.dtype)
+
+
+def _square_top(w, gram, exact, gen, cluster):
+    """sigma_max^2 of a square float64 ``w``: shift and invert on its Gram; else Lanczos on the
+    Gram with a float64 check; else a float64 run; None when no run can vouch for it."""
+    estimate = _short_run(w, gram, gen, cluster)
+    if estimate is not None:
+        value = _shift_invert(w, gram, exact, 1.05 * estimate[1], above=True, gen=gen)
+        if value is not None:
+            return value
+    if gram.dtype != w.dtype:
+        found = krylov.lanczos_extremes(_rounded(gram, w), w.shape[1], w, gen, tolerance=1e-6,
+                                        give_up_below=cluster)
+        if found is None:
+            return None
+        value = krylov.polished(exact, found[0], TOLERANCE)
+        if value is not None:
+            return value
+    found = krylov.lanczos_extremes(exact, w.shape[1], w, gen, TOLERANCE, give_up_below=cluster)
+    return None if found is None else found[0][0]
+
+
+def _short_run(w, gram, gen, cluster, max_dim=48):
+    """Ritz values from a short Lanczos run on the Gram, ``(lowest, largest)``: both lie inside
+    the Gram's spectrum (interlacing), the largest just below sigma_max^2. None when the run is
+    too small to tell, not finite, or the top is a near-isometry's cluster."""
+    values = krylov.ritz_values(_rounded(gram, w), w.shape[1], w, gen, max_dim=max_dim)
+    if len(values) < 2:
+        return None
+    lowest, largest = values[0].item(), values[-1].item()
+    if not (math.isfinite(lowest) and math.isfinite(largest) and largest > cluster):
+        return None  # a near-isometry: left to the plain runs, which give up the same way
+    return lowest, largest
+
+
+def _shift_invert(w, gram, exact, shift, above, gen):
+    """The top (``above``) or bottom eigenvalue of the Gram ``W^T W`` by shift and invert, or
+    None.
+
+    The ends of a Gram's spectrum are soft edges: plain Lanczos needs about 200 steps to resolve
+    one. ``shift I - G`` (top) or ``G - shift I`` (bottom) has a Cholesky factor only if the
+    shift lies beyond every eigenvalue on that side (else None); Lanczos on its inverse, products
+    in the Gram's dtype, singles out ``1 / |shift - lambda|`` in a few dozen steps. From a
+    float64 Gram that value is the answer; from a rounded (float32) one the Ritz vector gets the
+    float64 Rayleigh quotient of the exact operator, with the Ritz gap of the inverse mapped back
+    to the Gram (``krylov.polished``).
+    """
+    matrix = gram.neg() if above else gram.clone()
+    matrix.diagonal().add_(shift if above else -shift)
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if info.item() != 0:
+        return None  # the shift is not beyond that end of the spectrum
+
+    def inverse(x):  # two triangular solves: about twice as fast as cholesky_solve here
+        half = torch.linalg.solve_triangular(factor, x.to(gram.dtype), upper=False)
+        return torch.linalg.solve_triangular(factor.mT, half, upper=True).to(w.dtype)
+    found = krylov.lanczos_extremes(inverse, gram.shape[0], w, gen, tolerance=1e-9,
+                                    **_INVERSE_RUN)
+    if found is None:
+        return None
+    mu, vector, gap = found[0]
+    below = mu - gap  # the next Ritz value of the inverse
+    if not (mu > 0 and below > 0):
+        return None
+    if gram.dtype == w.dtype:
+        # a float64 Gram: Lanczos vouched for 1 / |shift - lambda| to 1e-9, which holds lambda
+        # to better than that (|shift - lambda| <= lambda here)
+        return shift - 1.0 / mu if above else shift + 1.0 / mu
+    return krylov.polished(exact, (None, vector, 1.0 / below - 1.0 / mu), TOLERANCE)
+
+
+def _square_bottom(w, gen):
+    """sigma_min^2 of a square float64 ``w``, or None. The smallest singular values of a square
+    matrix crowd near 0; Lanczos on ``(W^T W)^{-1}`` through an LU of ``W`` finds the smallest in
+    a few steps, with no squared condition number."""
+    lu, pivots, info = torch.linalg.lu_factor_ex(w)
+    if info.item() != 0:
+        return None  # exactly singular: LAPACK's SVD says how close to zero
+
+    def inverse(x):  # (W^T W)^{-1} x = W^{-1} W^{-T} x
+        return torch.linalg.lu_solve(lu, pivots, torch.linalg.lu_solve(lu, pivots, x, adjoint=True))
+    found = krylov.lanczos_extremes(inverse, w.shape[1], w, gen, TOLERANCE, **_INVERSE_RUN)
+    if found is None or not found[0][0] > 0:
+        return None
+    return 1.0 / found[0][0]
+
+
+def _gram_ends(w, gram, exact, gen, cluster):
+    """(sigma_max^2, sigma_min^2) of a tall float64 ``w`` by shift and invert at both ends of its
+    Gram (each value None when not vouched for). The bottom shift comes from the lowest Ritz value
+    of a short run, which lies above sigma_min^2 and after 64 steps within about 15 % of it;
+    a shift that overshoots has no Cholesky factor, and a lower one is tried, down to 0 (the
+    plain inverse)."""
+    ends = _short_run(w, gram, gen, cluster, max_dim=64)
+    if ends is None:
+        return None, None
+    lowest, largest = ends
+    top = _shift_invert(w, gram, exact, 1.05 * largest, above=True, gen=gen)
+    if top is None:
+        return None, None
+    for shift in (0.85 * lowest, 0.6 * lowest, 0.0):
+        low = _shift_invert(w, gram, exact, shift, above=False, gen=gen)
+        if low is not None:
+            return top, low
+    return top, None
+
+
+def _dominant_eigenvalue(w, sigma_max, squarings=3, sizes=(40, 48, 56, 64, 90, 135, 200)):
     """The largest |eigenvalue| of a square float64 ``w``, or None when not vouched for.
 
     ``B = w^(2^squarings)`` maps each eigenvalue to ``lambda^(2^squarings)``, so the top of the
-    spectrum stands out from a crowded disk; Arnoldi on ``B`` and on ``B^T`` then finds the
-    dominant right and left invariant subspaces in a few dozen products. Rayleigh-Ritz of ``w``
-    (float64) on each gives the top eigenvalue's right vector ``x`` and left vector ``y``, and the
-    two-sided Rayleigh quotient ``y^T w x / y^T x``, whose error is about the product of the two
-    residuals over ``|y^T x|``. Accepted when that bound is below ``TOLERANCE`` (relative), else
-    the Krylov spaces grow through ``sizes``.
+    spectrum stands out from a crowded disk; Arnoldi on ``B`` and on ``B^T`` then finds the dominant right and left invariant subspaces in a few dozen products, and
+    ``krylov.two_sided_top`` the top eigenvalue of ``w`` with its error bound. Accepted when that
+    bound is below ``TOLERANCE`` (relative), else the Krylov spaces grow through ``sizes``.
     """
     n = w.shape[0]
-    gen = _generator()
-    power = w.to(_squaring_dtype(w))
-    for _ in range(squarings):
-        power = power / torch.linalg.matrix_norm(power)
-        power = power @ power
+    power = w.to(_squaring_dtype(w), copy=True)  # scaled in place below: never w itself
+    spare = torch.empty_like(power)
+    for _ in range(squarings):  # in place: fresh 1024 x 1024 buffers cost page faults here
+        power.div_(torch.linalg.matrix_norm(power))
+        torch.mm(power, power, out=spare)
+        power, spare = spare, power
     scale = torch.linalg.matrix_norm(power).item()
     if not (math.isfinite(scale) and scale > 0):
         return None  # nilpotent to working precision, or overflow: leave it to LAPACK
-    power = power / scale
-    largest = min(max(sizes), n)
-    right = _Arnoldi(power, _random((n,), w, gen), largest)
-    left = _Arnoldi(power.T, _random((n,), w, gen), largest)
+    power.div_(scale)
+    gen, largest = krylov.generator(), min(max(sizes), n)
+    right = krylov.Arnoldi(power, w, krylov.random((n,), w, gen), largest)
+    left = krylov.Arnoldi(power.T, w.T, krylov.random((n,), w, gen), largest)
     for size in sorted({min(s, n) for s in sizes}):
-        value = _two_sided_top(w, right.extend(size), left.extend(size), sigma_max)
+        value = krylov.two_sided_top(right.extend(size), left.extend(size), sigma_max, TOLERANCE,
+                                     gen)
         if value is not None:
             return value
     return None
-
-
-def _ritz(w, basis):
-    """Ritz values of ``w`` on an orthonormal ``basis`` and a function giving the unit Ritz
-    vector of one of them."""
-    values, small = torch.linalg.eig((basis.T @ (w @ basis)).cpu())
-
-    def vector(index):
-        coefficients = small[:, index].to(basis.device)
-        v = torch.complex(basis @ coefficients.real, basis @ coefficients.imag)
-        return v / torch.linalg.vector_norm(v)
-    return values, vector
-
-
-def _apply_real(w, v):
-    """``w @ v`` for a real ``w`` and a complex vector, without a complex copy of ``w``."""
-    parts = w @ torch.stack([v.real, v.imag], 1)
-    return torch.complex(parts[:, 0], parts[:, 1])
-
-
-def _two_sided_top(w, right_basis, left_basis, sigma_max):
-    """The top eigenvalue's modulus from the right and left Ritz pairs, or None."""
-    values, right_vector = _ritz(w, right_basis)
-    top = int(values.abs().argmax())
-    theta, x = values[top].item(), right_vector(top)
-    left_values, left_vector = _ritz(w.T, left_basis)  # w^T y = mu y: y^T w = mu y^T
-    # w is real, so eigenvalues pair with their conjugates: match theta or its conjugate
-    distance = torch.minimum((left_values - theta).abs(), (left_values.conj() - theta).abs())
-    near = int(distance.argmin())
-    mu, y = left_values[near].item(), left_vector(near)
-    if abs(mu.conjugate() - theta) < abs(mu - theta):
-        mu, y = mu.conjugate(), y.conj()
-    scale = max(abs(theta), 1e-300)
-    if abs(mu - theta) > 1e-4 * scale:
-        return None  # the two subspaces disagree: not converged
-    wx, wty = _apply_real(w, x), _apply_real(w.T, y)
-    overlap = (y @ x).item()  # y^T x, no conjugation: the left eigenvector is the row y^T
-    if overlap == 0:
-        return None
-    estimate = abs((y @ wx).item() / overlap)
-    residual_right = torch.linalg.vector_norm(wx - theta * x).item()
-    residual_left = torch.linalg.vector_norm(wty - mu * y).item()
-    # the two-sided Rayleigh quotient errs by about the product of the residuals over |y^T x|
-    bound = residual_right * residual_left / abs(overlap)
-    if not bound <= TOLERANCE * scale or abs(abs(theta) - estimate) > 1e-5 * scale:
-        return None
-    if estimate > sigma_max * (1 + 1e-8):
-        return None  # |lambda| <= sigma_max always: something went wrong, use LAPACK
-    return estimate
 
 
 def _radius_shortcut(w, sigma_max, sigma_min):
@@ -506,17 +344,24 @@ def _radius_shortcut(w, sigma_max, sigma_min):
     its singular values (a skew part K moves both by at most ||K||)."""
     if sigma_max - sigma_min <= TOLERANCE * sigma_max:
         return sigma_max
+    # ||K v|| / ||v|| <= ||K||: a random probe rules out most non-symmetric blocks without
+    # forming K = W - W^T
+    probe = krylov.random((w.shape[0], 1), w, krylov.generator())
+    if (torch.linalg.vector_norm(w @ probe - w.T @ probe)
+            > TOLERANCE * sigma_max * torch.linalg.vector_norm(probe)):
+        return None
     skew = torch.linalg.matrix_norm(w - w.T).item()
     if skew <= TOLERANCE * sigma_max:
         return sigma_max
     return None
 
 
-def _fast_summary(w, frobenius):
+def _fast_summary(w, frobenius, gram=None):
     """Summary columns of a finite float64 ``w`` by the fast route; None where a value could not
-    be vouched for (the caller takes the full route for that block)."""
+    be vouched for (the caller takes the full route for that block). ``gram``: ``gram_matrix``
+    of the tall orientation of ``w`` when already formed."""
     rows, cols = w.shape
-    extremes = _sigma_extremes(w if rows >= cols else w.T)
+    extremes = _sigma_extremes(w if rows >= cols else w.T, gram)
     if extremes is None:
         return None
     sigma_max, sigma_min = extremes
@@ -548,14 +393,15 @@ def _to_float64(matrix):
     return matrix.detach().to(torch.float64)
 
 
-def block_summary(matrix, full="auto"):
+def block_summary(matrix, full="auto", gram=None):
     """The summary columns of one block (see ``block_spectrum``) and, when taken, the full
     spectrum: returns ``(summary, spectrum_or_None)``.
 
     ``full``: True computes every singular value and eigenvalue (LAPACK, exact); False takes the
     fast route (extreme values only; see the module docstring), which falls back to LAPACK for a
     block it cannot vouch for; ``"auto"`` takes the full route when ``min(rows, cols) <=
-    FULL_SPECTRUM_MAX``.
+    FULL_SPECTRUM_MAX``. ``gram``: the block's ``gram_matrix`` (of its tall orientation) when
+    already formed; the fast route then skips that product.
     """
     w = _to_float64(matrix)
     if w.numel() == 0:
@@ -564,7 +410,7 @@ def block_summary(matrix, full="auto"):
     if not math.isfinite(frobenius):
         return _nan_summary(w.shape), None
     if not _wants_full(w.shape, full):
-        summary = _fast_summary(w.contiguous(), frobenius)
+        summary = _fast_summary(w.contiguous(), frobenius, gram)
         if summary is not None:
             return summary, None
     spectrum = block_spectrum(w)
@@ -602,17 +448,29 @@ def spectra_records(step, module, layer, direction, kind, weights, full="auto"):
     Weights are detached and never modified. The heavy products run on the weights' device.
     """
     blocks = recurrent_blocks(kind, weights, dtype=torch.float64)
+    grams = _shared_grams(blocks, full)
     rows, values, done = [], [], {}
     for gate, matrix in blocks:
         key = (matrix.data_ptr(), tuple(matrix.shape), tuple(matrix.stride()))
         if key not in done:  # RNN: "hh" and "all" are the same matrix
-            done[key] = block_summary(matrix, full=full)
+            done[key] = block_summary(matrix, full=full, gram=grams.get(gate))
         summary, spectrum = done[key]
         rows.append({"step": step, "module": module, "layer": layer, "direction": direction,
                      "gate": gate, **summary})
         if spectrum is not None:
             values.append(_value_record(step, module, layer, direction, gate, spectrum))
     return rows, values
+
+
+def _shared_grams(blocks, full):
+    """Gram matrices for the fast route, by gate: each gate's, and for ``all`` (its rows are the
+    gates' rows stacked) their sum, which saves forming the tall block's Gram. Empty when the
+    blocks take the full route or there is only one gate."""
+    gates = blocks[:-1]
+    if len(gates) < 2 or _wants_full(blocks[-1][1].shape, full):
+        return {}
+    grams = {gate: gram_matrix(matrix) for gate, matrix in gates}
+    return {**grams, "all": sum(grams.values())}
 
 
 def labelled_records(step, label, matrix, full="auto"):

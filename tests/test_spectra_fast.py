@@ -1,5 +1,7 @@
 """The fast route (extreme values only) agrees with LAPACK in float64, falls back when it must."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,48 @@ def test_reduced_precision_float32_matmul_switches_the_squarings_to_float64():
 def test_fast_route_on_tiny_blocks(shape):
     g = torch.Generator().manual_seed(sum(shape))
     assert_agrees(torch.randn(*shape, generator=g, dtype=torch.float64), rel=1e-9)
+
+
+@pytest.mark.parametrize("precision", ["highest", "medium"])
+def test_fast_route_never_modifies_the_block(precision):
+    # the squarings scale a copy in place: with float64 products that copy must not be w itself
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(precision)
+        w = uniform(130, seed=11).double()
+        kept = w.clone()
+        block_summary(w, full=False)
+        assert torch.equal(w, kept)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("proj_size", [0, 20])
+def test_shared_gram_of_the_stacked_block_matches_lapack(monkeypatch, proj_size):
+    # spectra_records forms each gate's Gram once and sums them for "all"
+    monkeypatch.setattr(spectra, "FULL_SPECTRUM_MAX", 8)
+    torch.manual_seed(12)
+    lstm = torch.nn.LSTM(3, 48, proj_size=proj_size)
+    weights = {"w_hh": lstm.weight_hh_l0}
+    if proj_size:
+        weights["w_hr"] = lstm.weight_hr_l0
+    rows, values = spectra_records(0, "lstm", 0, "forward", "LSTM", weights)
+    assert values == []  # every block on the fast route
+    blocks = dict(spectra.recurrent_blocks("LSTM", weights, dtype=torch.float64))
+    for row in rows:
+        exact = block_spectrum(blocks[row["gate"]])
+        for key in COLUMNS:
+            if np.isnan(exact[key]):
+                assert np.isnan(row[key]), (row["gate"], key)
+            else:
+                assert row[key] == pytest.approx(exact[key], rel=1e-6), (row["gate"], key)
+
+
+def test_ill_conditioned_tall_block_falls_back_to_the_exact_gram():
+    # condition number 300 and a crowded bottom: the float32 Gram cannot vouch for sigma_min, the
+    # float64 one can (still the fast route, not LAPACK)
+    g = torch.Generator().manual_seed(13)
+    u = torch.linalg.qr(torch.randn(400, 100, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(100, 100, generator=g, dtype=torch.float64)).Q
+    singular = torch.logspace(0, -math.log10(300), 100, dtype=torch.float64)
+    assert assert_agrees(u @ torch.diag(singular) @ v.T, rel=1e-9) is None
