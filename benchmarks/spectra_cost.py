@@ -99,8 +99,9 @@ def main():
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}")
     one_step(lstm, "auto")  # warm-up (first LAPACK calls, thread pools)
     best, times, (rows, values) = best_of(args.repeat, lambda: one_step(lstm, "auto"))
-    print(f"spectra of one step ({len(rows)} blocks, {len(values)} by LAPACK): best {best:.2f} s;"
-          " runs " + ", ".join(f"{t:.2f}" for t in times) + f"; load average {os.getloadavg()}")
+    print(f"spectra of one step ({len(rows)} blocks, {len(values)} by LAPACK): best {best:.2f} s,"
+          f" median {float(np.median(times)):.2f} s; runs " + ", ".join(f"{t:.2f}" for t in times)
+          + f"; load average {os.getloadavg()}")
 
     if args.full_block:
         weights = module_weights(lstm, 0, "forward")
