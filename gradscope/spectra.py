@@ -6,17 +6,19 @@ stable_rank, frobenius``):
 - full: every singular value and eigenvalue from LAPACK in float64 (numpy ``svd`` / ``eigvals``).
   Exact, and what ``spectrum()`` shows, but the eigendecomposition of a non-symmetric
   1024 x 1024 matrix alone takes about a second on two CPU cores.
-- fast: only the extreme values, each by an iterative method that checks its own error bound in
-  float64 (``TOLERANCE``, relative) and hands the block to the full route when the check fails:
-  sigma_max of a square block by shift-and-invert Lanczos on ``(s I - W^T W)^{-1}`` (float32
-  Cholesky, then a float64 Rayleigh quotient), else block Lanczos on ``W^T W`` (never formed;
-  float32 products, then a float64 Rayleigh quotient), of a tall one by Lanczos on its Gram;
-  sigma_min of a square block by Lanczos on ``(W^T W)^{-1}`` through an LU of ``W``, of a tall
-  one (``all``) by Lanczos on ``(G - s I)^{-1}`` through a Cholesky factor; the spectral
-  radius from Arnoldi on ``B = W^16`` and ``B^T`` (four squarings single out the top of a crowded
-  disk of eigenvalues), closed by a two-sided Rayleigh quotient of ``W`` in float64. Exact
-  shortcuts first: every |eigenvalue| lies in ``[sigma_min, sigma_max]``, and a symmetric block
-  has ``spectral_radius = sigma_max``.
+- fast: only the extreme values, each by an iterative method (``gradscope.krylov``) that checks
+  its own error bound in float64 (``TOLERANCE``, relative) and hands the block to the full route
+  when the check fails. The Gram ``G = W^T W`` is formed once per gate in float32 and the
+  stacked block's Gram is their sum. Each end of a Gram's spectrum is a soft edge, found by
+  shift and invert: a short Lanczos run places a shift just beyond the end, a Cholesky factor
+  proves it lies beyond every eigenvalue, Lanczos on the inverse singles the end out, and the
+  Ritz vector gets a float64 Rayleigh quotient with the exact ``W`` (a float64 Gram backs up a
+  float32 one that cannot vouch). That gives sigma_max of every block and sigma_min of the tall
+  ``all``; sigma_min of a square block comes from Lanczos on ``(W^T W)^{-1}`` through an LU of
+  ``W^T``. The spectral radius comes from Arnoldi on ``B = W^8`` and ``B^T`` (three squarings
+  lift the top out of a crowded disk of eigenvalues), closed by a two-sided Rayleigh quotient of
+  ``W`` in float64. Exact shortcuts first: every |eigenvalue| lies in
+  ``[sigma_min, sigma_max]``, and a symmetric block has ``spectral_radius = sigma_max``.
 
 ``full="auto"`` takes the full route for blocks whose smaller side is at most
 ``FULL_SPECTRUM_MAX`` (cheap there) and the fast route above it. docs/spectra.md gives the
