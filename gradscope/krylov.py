@@ -46,8 +46,8 @@ class _BlockLanczos:
 
     @property
     def done(self):
-        """No room left, or the space closed on itself (an invariant subspace): its Ritz values
-        are then exact."""
+        """No room left, or no new direction left at working precision (the space closed on
+        itself, or what is left of the operator is below rounding)."""
         return self.exhausted or self.dim >= self.max_dim
 
     def grow(self):
@@ -65,15 +65,27 @@ class _BlockLanczos:
             return
         new = image[:, :keep]
         basis = self.basis[:, :dim]
+        # the image's largest entry (no overflow, unlike a norm): rounding in the projections
+        # below is about machine precision times it
+        scale = new.abs().amax()
         # "twice is enough" for an orthogonal basis; the first pass reuses the projection
-        scale = torch.linalg.matrix_norm(new)
         new = new - basis @ coefficients[:, :keep]
         new = new - basis @ (basis.T @ new)
-        self.block, r = torch.linalg.qr(new)
-        scale, smallest = torch.stack([scale, r.diagonal().abs().min()]).tolist()
-        self.exhausted = smallest <= 1e-12 * max(scale, 1e-300)
-        if self.exhausted:
-            self.block = self.block[:, :0]
+        q, r = torch.linalg.qr(new)
+        scale, *sizes = torch.cat([scale.reshape(1), r.diagonal().abs()]).tolist()
+        # a column whose new part is down at rounding level carries no new direction: drop it
+        # alone (the others may still be new); none left means the space closed on itself
+        floor = 1e-12 * math.sqrt(self.size) * scale
+        kept = [i for i, size in enumerate(sizes) if size > floor]
+        if len(kept) < len(sizes):
+            # QR's columns after a dropped one took part of their direction from it, and it
+            # is rounding noise, not orthogonal to the basis: orthogonalise them again
+            kept_block = q[:, kept]
+            kept_block = kept_block - basis @ (basis.T @ kept_block)
+            q, r = torch.linalg.qr(kept_block)
+            kept = [i for i, size in enumerate(r.diagonal().abs().tolist()) if size > 0.5]
+        self.block = q[:, kept]
+        self.exhausted = not kept
 
     def ritz(self):
         """Ritz values (ascending, CPU) and vectors (coefficients in the basis) of the
@@ -113,8 +125,9 @@ def lanczos_extremes(apply, size, like, gen, tolerance, bottom=False, give_up_be
         run.grow()
         if run.dim >= next_check or run.done:
             next_check = int(run.dim * 1.15)
-            found, largest = _lanczos_check(run, bottom, tolerance,
-                                            exact=run.exhausted or run.dim >= size)
+            # only a basis of the whole space makes the Ritz values exact; a space that merely
+            # stopped growing must still pass the residual checks
+            found, largest = _lanczos_check(run, bottom, tolerance, exact=run.dim >= size)
             if largest is None or largest <= give_up_below:
                 return None
             if all(pair is not None for pair in found):
@@ -139,8 +152,11 @@ def _lanczos_check(run, bottom, tolerance, exact):
             found.append((theta, vector, gap))
             continue
         image = images @ vectors[:, end].to(basis.device, basis.dtype)
-        residual = torch.linalg.vector_norm(image - theta * vector).item()
-        found.append((theta, vector, gap) if within(residual, gap, theta, tolerance) else None)
+        residual, length = torch.stack([torch.linalg.vector_norm(image - theta * vector),
+                                        torch.linalg.vector_norm(vector)]).tolist()
+        # a unit Ritz vector, or the basis has lost its orthogonality and nothing is vouched for
+        vouched = abs(length - 1) <= 1e-6 and within(residual, gap, theta, tolerance)
+        found.append((theta, vector, gap) if vouched else None)
     return found, values[-1].item()
 
 
@@ -261,8 +277,9 @@ def two_sided_top(right, left, sigma_max, tolerance, gen):
 
     The right space's top Ritz value ``theta`` gives right and left Ritz vectors ``x`` and ``y``
     (the left one for the Ritz value nearest ``theta``); the two-sided Rayleigh quotient
-    ``rho = y^T W x / y^T x`` then errs by about ``|W x - rho x| |W^T y - rho y| / |y^T x|``,
-    which must be below ``tolerance * |rho|``; a left space that has not converged to the same
+    ``rho = y^T W x / y^T x`` then errs by about
+    ``|W x - rho x| |W^T y - rho y| / (|y^T x| sigma_max)``, which must be below
+    ``tolerance * |rho|``; a left space that has not converged to the same
     eigenvalue shows as a large left residual.
     """
     theta = right.top_ritz_value()
@@ -271,12 +288,14 @@ def two_sided_top(right, left, sigma_max, tolerance, gen):
     if x is None or y is None:
         return None
     overlap = (y @ x).item()  # y^T x, no conjugation: the left eigenvector is the row y^T
-    if overlap == 0:
+    if overlap == 0 or not sigma_max > 0:
         return None
     rho = (y @ wx).item() / overlap
     residual_right = torch.linalg.vector_norm(wx - rho * x).item()
     residual_left = torch.linalg.vector_norm(wty - rho * y).item()
-    bound = residual_right * residual_left / abs(overlap)
+    # residual_left / sigma_max bounds how far y is from the left eigenvector (relative to the
+    # scale of W), so the bound has the units of an eigenvalue: a scaled W gets the same verdict
+    bound = residual_right * residual_left / (abs(overlap) * sigma_max)
     estimate = abs(rho)
     if not bound <= tolerance * estimate or abs(abs(theta) - estimate) > 1e-5 * estimate:
         return None

@@ -124,8 +124,28 @@ def _summary_from_spectrum(shape, singular, eig, frobenius):
 
 
 def _stable_rank(frobenius, sigma_max):
-    # ||W||_F^2 / sigma_max^2; undefined (NaN) for the zero matrix
-    return float(frobenius) ** 2 / sigma_max ** 2 if sigma_max > 0 else math.nan
+    # ||W||_F^2 / sigma_max^2 (the ratio first: squares under- or overflow at extreme scales);
+    # undefined (NaN) for the zero matrix
+    return (float(frobenius) / sigma_max) ** 2 if sigma_max > 0 else math.nan
+
+
+def _power_of_two(w):
+    """The power of two at or just above the largest |entry| of a finite, non-empty float64
+    ``w`` (1 for the zero matrix). Dividing by it is exact and brings the entries into
+    [-1, 1], so that no square, norm or float32 product over- or underflows."""
+    if isinstance(w, np.ndarray):
+        largest = float(np.max(np.abs(w)))
+    else:
+        largest = torch.linalg.vector_norm(w, math.inf).item()
+    return math.ldexp(1.0, math.frexp(largest)[1]) if largest > 0 else 1.0
+
+
+def _scaled_summary(summary, scale):
+    """Summary columns of ``scale * W`` from those of ``W``."""
+    scaled = dict(summary)
+    for key in ("sigma_max", "sigma_min", "spectral_radius", "frobenius"):
+        scaled[key] = summary[key] * scale
+    return scaled
 
 
 def _nan_summary(shape):
@@ -143,11 +163,16 @@ def block_spectrum(matrix):
     non-square block), all from LAPACK in float64. NaN or Inf in the matrix: NaN columns and empty
     arrays."""
     w = _as_float64(matrix)
-    spectrum = full_spectrum(w)
-    frobenius = float(np.linalg.norm(w)) if np.isfinite(w).all() else math.nan
+    if w.size == 0 or not np.isfinite(w).all():
+        return {**_nan_summary(w.shape), **full_spectrum(w)}
+    scale = _power_of_two(w)
+    unit = w / scale
+    spectrum = full_spectrum(unit)
     summary = _summary_from_spectrum(w.shape, spectrum["singular_values"],
-                                     spectrum["eigenvalues"], frobenius)
-    return {**summary, **spectrum}
+                                     spectrum["eigenvalues"], float(np.linalg.norm(unit)))
+    return {**_scaled_summary(summary, scale),
+            "singular_values": spectrum["singular_values"] * scale,
+            "eigenvalues": spectrum["eigenvalues"] * scale}
 
 
 # --- the fast route --------------------------------------------------------------------------
@@ -168,6 +193,13 @@ def gram_matrix(w):
     return low.T @ low
 
 
+def _plausible_gram(gram, frobenius_squared):
+    """Whether a Gram formed elsewhere (in float32, before rescaling) is finite and has the
+    block's trace, ``||W||_F^2``: one that over- or underflowed is formed again."""
+    trace = gram.diagonal().sum(dtype=torch.float64).item()
+    return math.isfinite(trace) and abs(trace - frobenius_squared) <= 1e-4 * frobenius_squared
+
+
 def _sigma_extremes(w, gram=None):
     """(sigma_max, sigma_min) of a tall or square float64 ``w``, or None when the fast route
     cannot vouch for them. ``gram``: ``gram_matrix(w)`` when already formed."""
@@ -175,7 +207,8 @@ def _sigma_extremes(w, gram=None):
     rows, cols = w.shape
     mean = float(torch.linalg.vector_norm(w).item()) ** 2 / cols  # mean of sigma^2
     cluster = mean * (1 + ISOMETRY_SPREAD)
-    gram = gram_matrix(w) if gram is None else gram
+    if gram is None or not _plausible_gram(gram, mean * cols):
+        gram = gram_matrix(w)
 
     def exact(x):
         return w.T @ (w @ x)
@@ -432,13 +465,19 @@ def block_summary(matrix, full="auto", gram=None):
     w = _to_float64(matrix)
     if w.numel() == 0:
         return _nan_summary(w.shape), None
-    frobenius = torch.linalg.vector_norm(w).item()  # NaN or Inf anywhere shows here
-    if not math.isfinite(frobenius):
+    largest = torch.linalg.vector_norm(w, math.inf).item()  # NaN or Inf anywhere shows here
+    if not math.isfinite(largest):
         return _nan_summary(w.shape), None
     if not _wants_full(w.shape, full):
-        summary = _fast_summary(w.contiguous(), frobenius, gram)
+        # entries far from 1 over- or underflow in float32 Grams and float64 squares: such a
+        # block is worked on as an exactly rescaled copy, entries in [-1, 1]
+        scale = 1.0 if 2.0 ** -30 < largest < 2.0 ** 30 else _power_of_two(w)
+        unit = (w / scale if scale != 1.0 else w).contiguous()
+        if gram is not None and scale != 1.0:
+            gram = gram / scale ** 2  # exact; checked against the block before use
+        summary = _fast_summary(unit, torch.linalg.vector_norm(unit).item(), gram)
         if summary is not None:
-            return summary, None
+            return _scaled_summary(summary, scale), None
     spectrum = block_spectrum(w)
     summary = {key: spectrum[key] for key in
                ("rows", "cols", "sigma_max", "sigma_min", "spectral_radius", "stable_rank",

@@ -160,3 +160,64 @@ def test_ill_conditioned_tall_block_falls_back_to_the_exact_gram():
     v = torch.linalg.qr(torch.randn(100, 100, generator=g, dtype=torch.float64)).Q
     singular = torch.logspace(0, -math.log10(300), 100, dtype=torch.float64)
     assert assert_agrees(u @ torch.diag(singular) @ v.T, rel=1e-9) is None
+
+
+# --- cases an adversarial review found (each once broke the fast route) -----------------------
+
+def orthogonal(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+
+
+def test_isolated_tiny_singular_value():
+    # the inverse's top dwarfs the rest: the next Lanczos block is mostly rounding, which once
+    # ended the run and accepted a 4-dimensional Ritz value as exact (sigma_min 6x too large)
+    n = 300
+    singular = torch.linspace(1, 0.1, n, dtype=torch.float64)
+    singular[-1] = 1e-8
+    w = orthogonal(n, 1) @ torch.diag(singular) @ orthogonal(n, 2).T
+    assert assert_agrees(w) is None
+
+
+@pytest.mark.parametrize("precision", ["highest", "medium"])
+def test_identity_plus_rank_one(precision):
+    # (W^T W)^{-1} - I has rank 2: most of the second Lanczos block is not new, two directions
+    # are, and they must be kept
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(precision)
+        g = torch.Generator().manual_seed(3)
+        a, b = (torch.randn(300, 1, generator=g, dtype=torch.float64) / 300 ** 0.5
+                for _ in range(2))
+        assert_agrees(torch.eye(300, dtype=torch.float64) + 2 * a @ b.T)
+        # one strong direction over noise 1e-6 below it
+        u, v = torch.randn(300, 1, generator=g), torch.randn(1, 300, generator=g)
+        noise = 1e-6 * torch.randn(300, 300, generator=g) / 300 ** 0.5
+        assert_agrees((u @ v / 300 + noise).double())
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-100, 1e-20, 1e20, 1e160])
+def test_extreme_scales_give_scaled_answers(scale):
+    # float32 Grams and float64 squares over- or underflow unless the block is rescaled first
+    w = uniform(280, seed=14).double()
+    exact = block_spectrum(w)
+    for full in (False, True):
+        summary, _ = block_summary(w * scale, full=full)
+        for key in ("sigma_max", "sigma_min", "spectral_radius", "frobenius"):
+            assert summary[key] == pytest.approx(exact[key] * scale, rel=1e-6), (full, key)
+        assert summary["stable_rank"] == pytest.approx(exact["stable_rank"], rel=1e-6), full
+    tall = uniform(100, seed=15, rows=400).double() * scale
+    assert assert_agrees(tall) is None
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_radius_check_does_not_depend_on_the_scale(scale):
+    # the two-sided bound once compared a squared quantity with a plain one: a scaled block fell
+    # back to LAPACK (or was checked too leniently)
+    w = uniform(300, seed=16).double()
+    summary, spectrum = block_summary(w * scale, full=False)
+    assert spectrum is None
+    plain, _ = block_summary(w, full=False)
+    assert summary["spectral_radius"] == pytest.approx(plain["spectral_radius"] * scale, rel=1e-7)
