@@ -9,8 +9,8 @@ a stated relative accuracy. The solvers here never return a value they cannot bo
 - ``polished``: the float64 Rayleigh quotient of a Ritz vector found with a rounded (float32)
   operator, checked the same way with the exact operator;
 - ``Arnoldi`` and ``two_sided_top``: Krylov bases of a non-symmetric operator, and from a right
-  and a left one the two-sided Rayleigh quotient of the top eigenvalue, whose error
-  is about the product of the two residuals over ``|y^T x|``.
+  and a left one the two-sided Rayleigh quotients of the top eigenvalues, whose errors are about
+  the product of the two residuals over ``|y^T x| sigma_max``.
 
 Each returns None when its check fails; the caller then takes a slower, exact route.
 """
@@ -263,26 +263,44 @@ class Arnoldi:
         return (torch.complex(v[:, 0], v[:, 1]) / scale,
                 torch.complex(image[:, 0], image[:, 1]) / scale)
 
-    def top_ritz_value(self):
-        """The Ritz value of ``target`` of largest modulus (complex)."""
+    def ritz_values(self):
+        """The Ritz values of ``target`` on the basis (complex, CPU)."""
         self._project()
-        values = torch.linalg.eigvals(self.projected[:self.dim, :self.dim].cpu())
-        return values[int(values.abs().argmax())].item()
+        return torch.linalg.eigvals(self.projected[:self.dim, :self.dim].cpu())
 
 
-def two_sided_top(right, left, sigma_max, tolerance, gen):
-    """The modulus of the top eigenvalue of a real ``W``, or None when the two-sided bound is
-    above ``tolerance`` (relative). ``right``: an ``Arnoldi`` whose target is ``W``; ``left``:
-    one whose target is ``W^T`` (``W^T y = lambda y`` makes ``y^T`` a left eigenvector).
+def two_sided_top(right, left, sigma_max, tolerance, gen, wanted=3):
+    """The largest |eigenvalue| of a real ``W``, or None when it cannot be vouched for.
+    ``right``: an ``Arnoldi`` whose target is ``W``; ``left``: one whose target is ``W^T``
+    (``W^T y = lambda y`` makes ``y^T`` a left eigenvector).
 
-    The right space's top Ritz value ``theta`` gives right and left Ritz vectors ``x`` and ``y``
-    (the left one for the Ritz value nearest ``theta``); the two-sided Rayleigh quotient
-    ``rho = y^T W x / y^T x`` then errs by about
-    ``|W x - rho x| |W^T y - rho y| / (|y^T x| sigma_max)``, which must be below
-    ``tolerance * |rho|``; a left space that has not converged to the same
-    eigenvalue shows as a large left residual.
+    The ``wanted`` Ritz values of largest modulus (one of each conjugate pair) must each pass
+    ``two_sided_value``; the answer is the largest of their moduli. One would do if Krylov spaces
+    always caught the top eigenvalue first; when two moduli nearly tie, the second can converge
+    first, and asking for the top three lets the space grow until the first has converged too.
     """
-    theta = right.top_ritz_value()
+    values = right.ritz_values()
+    # a real matrix's eigenvalues pair with their conjugates: one of each pair, by modulus
+    tops = sorted((v for v in values.tolist() if v.imag >= 0), key=abs, reverse=True)[:wanted]
+    moduli = []
+    for theta in tops:
+        rho = two_sided_value(right, left, theta, sigma_max, tolerance, gen)
+        if rho is None:
+            return None
+        moduli.append(abs(rho))
+    return max(moduli) if moduli else None
+
+
+def two_sided_value(right, left, theta, sigma_max, tolerance, gen):
+    """The eigenvalue of a real ``W`` near its Ritz value ``theta``, or None when the two-sided
+    bound is above ``tolerance`` (relative).
+
+    The right and left Ritz vectors ``x`` and ``y`` for the Ritz values nearest ``theta`` give the
+    two-sided Rayleigh quotient ``rho = y^T W x / y^T x``, which errs by about
+    ``|W x - rho x| |W^T y - rho y| / (|y^T x| sigma_max)``; that must be below
+    ``tolerance * |rho|``. A left space that has not converged to the same eigenvalue shows as a
+    large left residual.
+    """
     x, wx = right.ritz_vector(theta, gen)
     y, wty = left.ritz_vector(theta, gen)
     if x is None or y is None:
@@ -296,9 +314,8 @@ def two_sided_top(right, left, sigma_max, tolerance, gen):
     # residual_left / sigma_max bounds how far y is from the left eigenvector (relative to the
     # scale of W), so the bound has the units of an eigenvalue: a scaled W gets the same verdict
     bound = residual_right * residual_left / (abs(overlap) * sigma_max)
-    estimate = abs(rho)
-    if not bound <= tolerance * estimate or abs(abs(theta) - estimate) > 1e-5 * estimate:
+    if not bound <= tolerance * abs(rho) or abs(abs(theta) - abs(rho)) > 1e-5 * abs(rho):
         return None
-    if estimate > sigma_max * (1 + 1e-8):
+    if abs(rho) > sigma_max * (1 + 1e-8):
         return None  # |lambda| <= sigma_max always: something went wrong, use LAPACK
-    return estimate
+    return rho

@@ -448,7 +448,8 @@ def _wants_full(shape, full):
 
 def _to_float64(matrix):
     if isinstance(matrix, np.ndarray):
-        return torch.from_numpy(np.asarray(matrix, dtype=np.float64))
+        # a contiguous copy where needed: torch refuses numpy's negative strides (np.flip)
+        return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float64))
     return matrix.detach().to(torch.float64)
 
 

@@ -221,3 +221,20 @@ def test_radius_check_does_not_depend_on_the_scale(scale):
     assert spectrum is None
     plain, _ = block_summary(w, full=False)
     assert summary["spectral_radius"] == pytest.approx(plain["spectral_radius"] * scale, rel=1e-7)
+
+
+def test_top_eigenvalue_when_two_moduli_nearly_tie():
+    # moduli 0.61612 (a pair) and 0.61533 (a pair): the second converged first and was taken
+    # for the top until the three largest had to pass
+    g = torch.Generator().manual_seed(332)
+    u = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64)).Q
+    assert assert_agrees(u @ torch.diag(torch.linspace(1, 0.1, 400, dtype=torch.float64)) @ v.T,
+                         rel=1e-7) is None
+
+
+def test_numpy_views_with_negative_strides():
+    a = np.random.default_rng(0).standard_normal((60, 60))
+    for full in (False, True):
+        summary, _ = block_summary(np.flip(a, axis=1), full=full)
+        assert summary["sigma_max"] == pytest.approx(np.linalg.norm(a, 2), rel=1e-9)
