@@ -269,6 +269,11 @@ class Arnoldi:
         return torch.linalg.eigvals(self.projected[:self.dim, :self.dim].cpu())
 
 
+# a Ritz value whose modulus plus this many residuals stays below the top's is taken to stand
+# for an eigenvalue below the top (for a normal matrix one residual would do)
+_REACH = 2.0
+
+
 def two_sided_top(right, left, sigma_max, tolerance, gen, wanted=3):
     """The largest |eigenvalue| of a real ``W``, or None when it cannot be vouched for.
     ``right``: an ``Arnoldi`` whose target is ``W``; ``left``: one whose target is ``W^T``
@@ -296,7 +301,7 @@ def two_sided_top(right, left, sigma_max, tolerance, gen, wanted=3):
         if x is None:
             return None
         residual = torch.linalg.vector_norm(wx - theta * x).item()
-        if abs(theta) + 2 * residual < moduli[0]:
+        if abs(theta) + _REACH * residual < moduli[0]:
             continue  # the eigenvalue it stands for lies below the top
         rho = two_sided_value(right, left, theta, sigma_max, tolerance, gen)
         if rho is None:
