@@ -200,12 +200,13 @@ def _plausible_gram(gram, frobenius_squared):
     return math.isfinite(trace) and abs(trace - frobenius_squared) <= 1e-4 * frobenius_squared
 
 
-def _sigma_extremes(w, gram=None):
-    """(sigma_max, sigma_min) of a tall or square float64 ``w``, or None when the fast route
-    cannot vouch for them. ``gram``: ``gram_matrix(w)`` when already formed."""
+def _sigma_extremes(w, frobenius, gram=None):
+    """(sigma_max, sigma_min) of a tall or square float64 ``w`` whose Frobenius norm is
+    ``frobenius``, or None when the fast route cannot vouch for them. ``gram``:
+    ``gram_matrix(w)`` when already formed."""
     gen = krylov.generator()
     rows, cols = w.shape
-    mean = float(torch.linalg.vector_norm(w).item()) ** 2 / cols  # mean of sigma^2
+    mean = frobenius ** 2 / cols  # mean of sigma^2
     cluster = mean * (1 + ISOMETRY_SPREAD)
     if gram is None or not _plausible_gram(gram, mean * cols):
         gram = gram_matrix(w)
@@ -420,7 +421,7 @@ def _fast_summary(w, frobenius, gram=None):
     be vouched for (the caller takes the full route for that block). ``gram``: ``gram_matrix``
     of the tall orientation of ``w`` when already formed."""
     rows, cols = w.shape
-    extremes = _sigma_extremes(w if rows >= cols else w.T, gram)
+    extremes = _sigma_extremes(w if rows >= cols else w.T, frobenius, gram)
     if extremes is None:
         return None
     sigma_max, sigma_min = extremes
