@@ -5,6 +5,7 @@ H=1024, 4 layer-directions x (4 gate blocks 1024x1024 + all 4096x1024), in under
     python benchmarks/spectra_cost.py                 # fast route ("auto" for H > 256)
     python benchmarks/spectra_cost.py --full-block    # also LAPACK on one gate and on one "all"
     python benchmarks/spectra_cost.py --check         # also fast vs LAPACK on every block
+    python benchmarks/spectra_cost.py --serial        # also without worker threads, alternated
     python benchmarks/spectra_cost.py --profile       # where the time goes (cProfile)
     python benchmarks/spectra_cost.py --jacobians GRU --hidden 128 --batch 16 --steps 50
                                                       # cost of jacobians=True for one sequence
@@ -24,7 +25,8 @@ import torch
 
 from gradscope import jacobians as jac
 from gradscope.cells import module_weights, step_function
-from gradscope.spectra import block_spectrum, recurrent_blocks, spectra_records
+from gradscope.spectra import block_spectrum, recurrent_blocks
+from gradscope.spectra_parallel import spectra_of_parts
 
 COLUMNS = ("sigma_max", "sigma_min", "spectral_radius", "stable_rank", "frobenius")
 
@@ -35,10 +37,13 @@ def parts(lstm):
             yield layer, direction, module_weights(lstm, layer, direction)
 
 
-def one_step(lstm, full):
+def one_step(lstm, full, parallel=True):
+    """What a recorded step does: the spectra of every layer-direction (on worker threads where
+    that pays, as gradscope.capture.measure runs them)."""
+    jobs = [{"step": 0, "module": "lstm", "layer": layer, "direction": direction, "kind": "LSTM",
+             "weights": weights} for layer, direction, weights in parts(lstm)]
     rows, values = [], []
-    for layer, direction, weights in parts(lstm):
-        r, v = spectra_records(0, "lstm", layer, direction, "LSTM", weights, full=full)
+    for r, v in spectra_of_parts(jobs, full=full, parallel=parallel):
         rows += r
         values += v
     return rows, values
@@ -84,6 +89,8 @@ def main():
     parser.add_argument("--full-block", action="store_true")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--serial", action="store_true", help="also time the layer-directions "
+                        "one after another (no worker threads), alternated with the default")
     parser.add_argument("--jacobians", metavar="KIND", help="RNN_TANH, GRU or LSTM: time the "
                         "Jacobian measurements instead of the spectra")
     parser.add_argument("--batch", type=int, default=16)
@@ -98,10 +105,26 @@ def main():
     print(f"LSTM H={args.hidden} layers={args.layers} bidirectional on {args.device}; "
           f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}")
     one_step(lstm, "auto")  # warm-up (first LAPACK calls, thread pools)
-    best, times, (rows, values) = best_of(args.repeat, lambda: one_step(lstm, "auto"))
-    print(f"spectra of one step ({len(rows)} blocks, {len(values)} by LAPACK): best {best:.2f} s,"
-          f" median {float(np.median(times)):.2f} s; runs " + ", ".join(f"{t:.2f}" for t in times)
-          + f"; load average {os.getloadavg()}")
+    # the serial run is the baseline, alternated with the default in the same process: the
+    # machine's speed drifts by +-25 % over minutes, their ratio much less
+    times = {"default": [], "serial": []}
+    for _ in range(args.repeat):
+        for name, parallel in (("default", True), ("serial", False)):
+            if name == "serial" and not args.serial:
+                continue
+            start = time.perf_counter()
+            rows, values = one_step(lstm, "auto", parallel=parallel)
+            times[name].append(time.perf_counter() - start)
+    for name, runs in times.items():
+        if runs:
+            print(f"spectra of one step, {name} ({len(rows)} blocks, {len(values)} by LAPACK): "
+                  f"best {min(runs):.2f} s, median {float(np.median(runs)):.2f} s; runs "
+                  + ", ".join(f"{t:.2f}" for t in runs))
+    if args.serial:
+        print(f"default / serial: best {min(times['default']) / min(times['serial']):.2f}, "
+              f"median {np.median(times['default']) / np.median(times['serial']):.2f}")
+    print(f"load average {os.getloadavg()}")
+    best = min(times["default"])
 
     if args.full_block:
         weights = module_weights(lstm, 0, "forward")

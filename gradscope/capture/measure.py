@@ -10,19 +10,23 @@ def weight_and_jacobian_tables(step, scope):
     """Tables ``spectra``, ``jacobians``, ``lyapunov`` of a closed, recorded step, and the full
     spectrum values for ``spectrum()``."""
     from gradscope import spectra as sp
+    from gradscope.spectra_parallel import spectra_of_parts
 
     rows, values = [], []
     latest = {}  # what spectrum() needs to compute a full spectrum the rows did not store
     seen = set()
+    jobs = []
     for record in getattr(step, "closed_calls", None) or step.calls():  # the weights of a module's first call stand for the step
         if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
             continue
         seen.add(record.module)
         for (layer, direction), weights in record.weights.items():
-            r, v = sp.spectra_records(step.number, record.module, layer, direction, record.cell, weights)
+            jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
+                         "kind": record.cell, "weights": weights})
             latest[(record.module, layer, direction)] = (step.number, record.cell, weights)
-            rows.extend(r)
-            values.extend(v)
+    for r, v in spectra_of_parts(jobs):  # layer-directions on worker threads where that pays
+        rows.extend(r)
+        values.extend(v)
     for label, weight in scope._weights.items():
         with torch.no_grad():
             matrix = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight
