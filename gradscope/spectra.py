@@ -523,12 +523,20 @@ def spectra_records(step, module, layer, direction, kind, weights, full="auto"):
     """
     blocks = recurrent_blocks(kind, weights, dtype=torch.float64)
     grams = _shared_grams(blocks, full)
-    rows, values, done = [], [], {}
+    summaries, done = {}, {}
     for gate, matrix in blocks:
         key = (matrix.data_ptr(), tuple(matrix.shape), tuple(matrix.stride()))
         if key not in done:  # RNN: "hh" and "all" are the same matrix
             done[key] = block_summary(matrix, full=full, gram=grams.get(gate))
-        summary, spectrum = done[key]
+        summaries[gate] = done[key]
+    return part_records(step, module, layer, direction, summaries)
+
+
+def part_records(step, module, layer, direction, summaries):
+    """``(rows, values)`` of one layer and direction (see ``spectra_records``) from
+    ``{gate: block_summary(...)}`` in the blocks' order."""
+    rows, values = [], []
+    for gate, (summary, spectrum) in summaries.items():
         rows.append({"step": step, "module": module, "layer": layer, "direction": direction,
                      "gate": gate, **summary})
         if spectrum is not None:
@@ -541,13 +549,25 @@ def _shared_grams(blocks, full):
     gates' rows stacked) their sum, which saves forming the tall block's Gram. Empty when the
     blocks take the full route or there is only one gate."""
     gates = blocks[:-1]
-    if len(gates) < 2 or _wants_full(blocks[-1][1].shape, full):
+    if not shares_grams(blocks, full):
         return {}
     grams = {gate: gram_matrix(matrix) for gate, matrix in gates}
-    stacked = torch.zeros_like(next(iter(grams.values())))
-    for gram in grams.values():
+    return {**grams, "all": stacked_gram(grams.values())}
+
+
+def shares_grams(blocks, full):
+    """Whether the blocks of a part (``recurrent_blocks``) take the fast route with the gates'
+    Grams summed for ``all``: two or more gates, large enough for the fast route."""
+    return len(blocks) > 2 and not _wants_full(blocks[-1][1].shape, full)
+
+
+def stacked_gram(grams):
+    """The Gram of the gates' rows stacked: the sum of theirs, added in the gates' order."""
+    grams = list(grams)
+    stacked = torch.zeros_like(grams[0])
+    for gram in grams:
         stacked.add_(gram)
-    return {**grams, "all": stacked}
+    return stacked
 
 
 def labelled_records(step, label, matrix, full="auto"):

@@ -39,11 +39,24 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def test_parallel_rows_match_serial_and_order_is_kept(two_threads):
+MIXES = {
+    # 260 > FULL_SPECTRUM_MAX: the fast route; the small module's blocks take the full one
+    "GRU bidirectional + small GRU": lambda: (torch.nn.GRU(4, 260, bidirectional=True), "GRU",
+                                              torch.nn.GRU(4, 16), "GRU"),
+    "LSTM proj 2 layers + small LSTM": lambda: (torch.nn.LSTM(4, 300, num_layers=2,
+                                                              proj_size=260), "LSTM",
+                                                torch.nn.LSTM(4, 16), "LSTM"),
+    "RNN relu 2 layers + small RNN": lambda: (torch.nn.RNN(4, 260, num_layers=2,
+                                                           nonlinearity="relu"), "RNN_RELU",
+                                              torch.nn.RNN(4, 16), "RNN_TANH"),
+}
+
+
+@pytest.mark.parametrize("mix", sorted(MIXES))
+def test_parallel_rows_match_serial_and_order_is_kept(two_threads, mix):
     torch.manual_seed(0)
-    big = torch.nn.GRU(4, 260, num_layers=1, bidirectional=True)  # 260 > FULL_SPECTRUM_MAX
-    small = torch.nn.GRU(4, 16)
-    jobs = jobs_of(big, "GRU")[:1] + jobs_of(small, "GRU") + jobs_of(big, "GRU")[1:]
+    big, big_kind, small, small_kind = MIXES[mix]()
+    jobs = jobs_of(big, big_kind)[:1] + jobs_of(small, small_kind) + jobs_of(big, big_kind)[1:]
     serial = spectra_of_parts(jobs, parallel=False)
     parallel = spectra_of_parts(jobs)
     assert len(parallel) == len(jobs)
@@ -55,41 +68,60 @@ def test_parallel_rows_match_serial_and_order_is_kept(two_threads):
             for key in VALUES:
                 assert row[key] == pytest.approx(row_s[key], rel=1e-7, nan_ok=True), key
         assert len(values) == len(values_s)
-    assert len(parallel[1][1]) == 4  # the small GRU's blocks keep their full spectra
+    assert len(parallel[1][1]) == len(parallel[1][0])  # small blocks keep their full spectra
+    assert not parallel[0][1]
 
 
-def test_workers_run_with_a_share_of_the_threads_and_the_count_is_restored(two_threads,
-                                                                          monkeypatch):
+needs_openmp = pytest.mark.skipif(not spectra_parallel._per_thread_counts(),
+                                  reason="worker threads need torch's OpenMP backend")
+
+
+@needs_openmp
+@pytest.mark.parametrize("kind", ["RNN_TANH", "LSTM"])
+def test_blocks_run_on_workers_with_a_share_of_the_threads_and_the_count_is_restored(
+        two_threads, monkeypatch, kind):
     seen = []
-    real = spectra.spectra_records
+    real = spectra.block_summary
 
-    def spy(*args, **kwargs):
-        seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return real(*args, **kwargs)
-    monkeypatch.setattr(spectra, "spectra_records", spy)
+    def spy(matrix, *args, **kwargs):
+        seen.append((tuple(matrix.shape), threading.current_thread().name,
+                     torch.get_num_threads()))
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", spy)
     torch.manual_seed(1)
-    jobs = jobs_of(torch.nn.RNN(4, 260, bidirectional=True), "RNN_TANH")
-    spectra_of_parts(jobs)
-    assert [count for _, count in seen] == [1, 1]
-    assert all(name.startswith("gradscope-spectra") for name, _ in seen)
+    if kind == "RNN_TANH":  # one block per direction ("hh" is "all")
+        module, expected = torch.nn.RNN(4, 260, bidirectional=True), [(260, 260)] * 2
+    else:  # a single layer-direction: four gates and the stacked block
+        module, expected = torch.nn.LSTM(4, 260), [(260, 260)] * 4 + [(1040, 260)]
+    results = spectra_of_parts(jobs_of(module, kind))
+    assert sorted(shape for shape, _, _ in seen) == sorted(expected)
+    assert all(name.startswith("gradscope-spectra") and count == 1 for _, name, count in seen)
+    assert [row["gate"] for row in results[0][0]] == (
+        ["hh", "all"] if kind == "RNN_TANH" else ["i", "f", "g", "o", "all"])
     assert torch.get_num_threads() == 2
     assert count_in_a_new_thread() == 2  # threads started later inherit the count again
 
 
-def test_an_error_in_a_worker_reaches_the_caller_and_the_count_is_restored(two_threads,
-                                                                          monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("boom in a worker")
-    monkeypatch.setattr(spectra, "spectra_records", broken)
-    jobs = jobs_of(torch.nn.RNN(4, 260, bidirectional=True), "RNN_TANH")
+@needs_openmp
+@pytest.mark.parametrize("failing", ["gate", "all"])
+def test_an_error_in_a_worker_reaches_the_caller_and_the_count_is_restored(
+        two_threads, monkeypatch, failing):
+    real = spectra.block_summary
+
+    def broken(matrix, *args, **kwargs):
+        if (matrix.shape[0] > matrix.shape[1]) == (failing == "all"):
+            raise RuntimeError("boom in a worker")
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", broken)
+    jobs = jobs_of(torch.nn.GRU(4, 260, bidirectional=True), "GRU")
     with pytest.raises(RuntimeError, match="boom in a worker"):
         spectra_of_parts(jobs)
     assert torch.get_num_threads() == 2
     assert count_in_a_new_thread() == 2
 
 
-@pytest.mark.parametrize("case", ["one thread", "one big part", "small parts", "full route",
-                                  "parallel=False"])
+@pytest.mark.parametrize("case", ["one thread", "one block", "small parts", "full route",
+                                  "parallel=False", "shared pool"])
 def test_no_worker_threads_where_they_cannot_pay(two_threads, monkeypatch, case):
     monkeypatch.setattr(spectra_parallel, "ThreadPoolExecutor", None)  # any use would fail
     torch.manual_seed(2)
@@ -98,10 +130,13 @@ def test_no_worker_threads_where_they_cannot_pay(two_threads, monkeypatch, case)
     if case == "one thread":
         torch.set_num_threads(1)
         jobs = big
-    elif case == "one big part":
-        jobs = big[:1] + jobs_of(torch.nn.RNN(4, 8, num_layers=2), "RNN_TANH")
     elif case == "small parts":
         jobs = jobs_of(torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True), "LSTM")
+    elif case == "one block":  # a single-direction RNN: one block beside small parts
+        jobs = big[:1] + jobs_of(torch.nn.RNN(4, 8, num_layers=2), "RNN_TANH")
+    elif case == "shared pool":  # torch's native backend: one pool for all threads
+        monkeypatch.setattr(spectra_parallel, "_per_thread_counts", lambda: False)
+        jobs = big
     elif case == "full route":
         jobs, kwargs = big, {"full": True}
     else:
