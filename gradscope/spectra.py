@@ -461,7 +461,7 @@ def _to_float64(matrix):
     return matrix.detach().to(torch.float64)
 
 
-def block_summary(matrix, full="auto", gram=None):
+def block_summary(matrix, full="auto", gram=None, fallback=True):
     """The summary columns of one block (see ``block_spectrum``) and, when taken, the full
     spectrum: returns ``(summary, spectrum_or_None)``.
 
@@ -469,7 +469,8 @@ def block_summary(matrix, full="auto", gram=None):
     fast route (extreme values only; see the module docstring), which falls back to LAPACK for a
     block it cannot vouch for; ``"auto"`` takes the full route when ``min(rows, cols) <=
     FULL_SPECTRUM_MAX``. ``gram``: the block's ``gram_matrix`` (of its tall orientation) when
-    already formed; the fast route then skips that product.
+    already formed; the fast route then skips that product. ``fallback=False``: None instead of
+    that fallback, for a caller that runs LAPACK elsewhere (``gradscope.spectra_parallel``).
     """
     w = _to_float64(matrix)
     if w.numel() == 0:
@@ -487,6 +488,8 @@ def block_summary(matrix, full="auto", gram=None):
         summary = _fast_summary(unit, torch.linalg.vector_norm(unit).item(), gram)
         if summary is not None:
             return _scaled_summary(summary, scale), None
+        if not fallback:
+            return None
     spectrum = block_spectrum(w)
     summary = {key: spectrum[key] for key in
                ("rows", "cols", "sigma_max", "sigma_min", "spectral_radius", "stable_rank",

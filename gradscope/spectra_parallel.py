@@ -7,21 +7,33 @@ its share of the threads, one block's small operations overlap another's product
 (``benchmarks/spectra_cost.py --serial`` shows the difference). The unit of work is a block,
 not a layer-direction, so that a single LSTM layer keeps two cores busy too.
 
-Each worker sets its own thread count (with torch's OpenMP backend, OpenMP and MKL keep it per
-thread; other backends share one pool, so they get no workers); the count that new threads
-inherit is shared, so it is put back before returning, even after an error.
+Thread counts: with torch's OpenMP backend every thread has its own count (OpenMP's and MKL's),
+set up from a process-wide start count on the thread's first torch call; other backends share
+one pool and get no workers. A worker sets its share, which also writes the start count, so
+worker start-up runs under a lock, and the start count found before is written back once every
+worker holds its own, before any block begins (from a short-lived thread: the caller's own count
+is never touched). Only a thread of the program started in those milliseconds inherits a share.
+Blocks the fast route cannot vouch for go to LAPACK after the workers are done: numpy's LAPACK
+keeps its own thread pool, which a worker's share does not size.
 """
 
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from gradscope import spectra as sp
 
+# one pool start at a time: each changes the start count of new threads for a moment
+_STARTUP = threading.Lock()
+# how long a worker waits for the others to start before giving up
+_START_TIMEOUT_S = 60
+
 
 def _takes_fast_route(job, full):
-    """Whether a part's gate blocks are large enough for the fast route (the only route with
-    idle cores to fill: LAPACK's full route keeps its own threads busy)."""
+    """Whether a part's gate blocks are large enough for the fast route (the only route whose
+    small operations leave cores idle)."""
     w_hh, w_hr = job["weights"].get("w_hh"), job["weights"].get("w_hr")
     if w_hh is None or w_hh.device.type != "cpu":
         return False
@@ -35,6 +47,16 @@ def _per_thread_counts():
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
+def _in_new_thread(fn, *args):
+    """``fn(*args)`` run on a short-lived thread: torch thread counts seen or set there are the
+    process-wide start count, not the caller's own."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(fn(*args)))
+    thread.start()
+    thread.join()
+    return box[0]
+
+
 def _records(job, full):
     return sp.spectra_records(job["step"], job["module"], job["layer"], job["direction"],
                               job["kind"], job["weights"], full=full)
@@ -44,11 +66,11 @@ def spectra_of_parts(jobs, full="auto", parallel=True):
     """``spectra.spectra_records`` for each job, in order: a list of ``(rows, values)``.
 
     ``jobs``: dicts with the keys ``step, module, layer, direction, kind, weights`` (the
-    arguments of ``spectra_records``). With ``parallel``, the blocks of the parts that take the
-    fast route on CPU run on worker threads (at most one per torch thread, the threads split
-    between them), after the other parts have run here in turn; with a single torch thread
-    everything runs here. Results do not depend on the split beyond rounding: every fast-route
-    value is vouched for to ``spectra.TOLERANCE``.
+    arguments of ``spectra_records``). With ``parallel``, torch's OpenMP backend and two or more
+    torch threads in the calling thread, the blocks of the parts that take the fast route on
+    CPU run on worker threads (at most one per torch thread, the threads split between them),
+    after the other parts have run here in turn; otherwise everything runs here. The values
+    agree with a serial run to rounding, within ``spectra.TOLERANCE`` (relative) at worst.
     """
     threads = torch.get_num_threads()
     heavy = [i for i, job in enumerate(jobs) if _takes_fast_route(job, full)]
@@ -61,41 +83,77 @@ def spectra_of_parts(jobs, full="auto", parallel=True):
         return [_records(job, full) for job in jobs]
     # the small parts first, on every thread, so that they compete with no worker
     results = [None if i in heavy else _records(job, full) for i, job in enumerate(jobs)]
-    workers = min(threads, tasks)
-    share = max(1, threads // workers)
+    summaries = _run_blocks(parts, full, workers=min(threads, tasks), threads=threads)
+    for i, by_gate in summaries.items():
+        job = jobs[i]
+        results[i] = sp.part_records(job["step"], job["module"], job["layer"], job["direction"],
+                                     by_gate)
+    return results
+
+
+def _run_blocks(parts, full, workers, threads):
+    """``{part: {gate: block_summary}}`` for the parts' blocks, computed on ``workers`` threads
+    that share ``threads``; blocks the fast route could not vouch for are then summarised here
+    (LAPACK)."""
+    shares = queue.SimpleQueue()
+    for k in range(workers):  # the remainder goes to the first workers
+        shares.put(threads // workers + (1 if k < threads % workers else 0))
+    started = threading.Barrier(workers + 1)
+    restored = threading.Event()  # the start count is back: blocks may begin
 
     def start():
-        torch.set_num_threads(share)
+        torch.get_num_threads()  # set this thread up now: a later first call would reset it
+        torch.set_num_threads(shares.get())
+        started.wait(_START_TIMEOUT_S)
+        if not restored.wait(_START_TIMEOUT_S):
+            raise RuntimeError("gradscope-spectra: the caller never finished starting the pool")
 
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="gradscope-spectra", initializer=start)
+    pending = {}
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="gradscope-spectra",
-                                initializer=start) as pool:
-            pending = {i: _submit_part(pool, blocks, full) for i, blocks in parts.items()}
-            for i, summaries in pending.items():
-                job = jobs[i]
-                results[i] = sp.part_records(job["step"], job["module"], job["layer"],
-                                             job["direction"],
-                                             {gate: f.result() for gate, f in summaries.items()})
+        with _STARTUP:
+            start_count = _in_new_thread(torch.get_num_threads)
+            try:
+                # one submit per worker at least (tasks >= workers): the pool starts them all
+                for i, blocks in parts.items():
+                    pending[i] = _submit_part(pool, blocks, full)
+                started.wait(_START_TIMEOUT_S)
+            finally:
+                _in_new_thread(torch.set_num_threads, start_count)
+                restored.set()
+        done = {i: {gate: future.result() for gate, future in by_gate.items()}
+                for i, by_gate in pending.items()}
+    except BaseException:
+        # an error or Ctrl-C: the blocks not yet begun are dropped, the running ones finish
+        for by_gate in pending.values():
+            for future in by_gate.values():
+                future.cancel()
+        started.abort()  # no worker stays waiting for the others
+        raise
     finally:
-        # the workers changed the count that new threads start with: this thread's is unchanged
-        torch.set_num_threads(threads)
-    return results
+        pool.shutdown(wait=True)
+    for i, by_gate in done.items():
+        blocks = dict(parts[i])
+        for gate, summary in by_gate.items():
+            if summary is None:  # not vouched for on the fast route: LAPACK, on every thread
+                by_gate[gate] = sp.block_summary(blocks[gate], full)
+    return done
 
 
 def _submit_part(pool, blocks, full):
     """Queue the blocks of one part (``spectra.recurrent_blocks``): ``{gate: future of
-    block_summary}``. The gates first, then ``all``, which sums their Grams
-    (``spectra.shares_grams``): the queue is first in, first out, so a worker on ``all`` only
-    ever waits for gates already taken up by the others."""
+    block_summary, None where the fast route could not vouch}``. The gates first, then ``all``,
+    which sums their Grams (``spectra.shares_grams``): the queue is first in, first out, so a
+    worker on ``all`` only ever waits for gates already taken up by the others."""
     if not sp.shares_grams(blocks, full):
         # a single-gate RNN: "hh" and "all" are the same matrix, summarised once
-        first = pool.submit(sp.block_summary, blocks[0][1], full)
+        first = pool.submit(sp.block_summary, blocks[0][1], full, fallback=False)
         return {gate: first for gate, _ in blocks}
     grams = {}  # gate -> its Gram, written by the gate's worker
 
     def gate_summary(gate, matrix):
         grams[gate] = sp.gram_matrix(matrix)
-        return sp.block_summary(matrix, full=full, gram=grams[gate])
+        return sp.block_summary(matrix, full=full, gram=grams[gate], fallback=False)
 
     summaries = {gate: pool.submit(gate_summary, gate, matrix) for gate, matrix in blocks[:-1]}
     gates = list(summaries.values())
@@ -103,8 +161,8 @@ def _submit_part(pool, blocks, full):
     def stacked_summary(matrix):
         for future in gates:
             future.result()  # raises the gate's error, if any
-        return sp.block_summary(matrix, full=full,
-                                gram=sp.stacked_gram(grams[gate] for gate, _ in blocks[:-1]))
+        gram = sp.stacked_gram(grams[gate] for gate, _ in blocks[:-1])
+        return sp.block_summary(matrix, full=full, gram=gram, fallback=False)
 
     name, stacked = blocks[-1]
     summaries[name] = pool.submit(stacked_summary, stacked)

@@ -2,6 +2,7 @@
 back, errors passed on, and no threads where they cannot pay."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -151,3 +152,104 @@ def test_projected_lstm_parts_are_sized_by_the_projection():
     assert not any(spectra_parallel._takes_fast_route(job, "auto")
                    for job in jobs_of(lstm, "LSTM"))  # 8 x 8 gate maps: the full route
     assert all(spectra_parallel._takes_fast_route(job, False) for job in jobs_of(lstm, "LSTM"))
+
+
+@needs_openmp
+def test_threads_started_during_the_computation_get_the_usual_count(two_threads, monkeypatch):
+    # the workers' share is set through the process-wide start count: it is written back once
+    # every worker holds its own, so other threads of the program never inherit it
+    seen = []
+    real = spectra.block_summary
+
+    def spy(matrix, *args, **kwargs):
+        seen.append((torch.get_num_threads(), count_in_a_new_thread()))
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", spy)
+    torch.manual_seed(4)
+    spectra_of_parts(jobs_of(torch.nn.GRU(4, 260), "GRU"))
+    assert seen and all(pair == (1, 2) for pair in seen)
+
+
+@needs_openmp
+def test_a_start_count_unlike_the_callers_is_left_as_it_was(two_threads):
+    # another thread of the program set 1 for threads started from now on; this one keeps 2
+    thread = threading.Thread(target=torch.set_num_threads, args=(1,))
+    thread.start()
+    thread.join()
+    try:
+        assert count_in_a_new_thread() == 1
+        torch.manual_seed(5)
+        spectra_of_parts(jobs_of(torch.nn.RNN(4, 260, bidirectional=True), "RNN_TANH"))
+        assert count_in_a_new_thread() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(2)
+
+
+@needs_openmp
+def test_the_threads_are_all_handed_out(monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+    real = spectra.block_summary
+
+    def spy(matrix, *args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", spy)
+    torch.set_num_threads(3)
+    try:
+        torch.manual_seed(6)
+        spectra_of_parts(jobs_of(torch.nn.RNN(4, 260, bidirectional=True), "RNN_TANH"))
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(count for _, count in seen) == [1, 2]  # two workers, 3 threads
+
+
+@needs_openmp
+def test_blocks_the_fast_route_gives_up_on_go_to_lapack_in_the_caller(two_threads, monkeypatch):
+    # orthogonal weights (a common init) are a cluster no Krylov method resolves: LAPACK, whose
+    # numpy thread pool a worker's share does not size, so it runs after the workers
+    where = []
+    real = spectra.block_spectrum
+
+    def spy(matrix):
+        where.append(threading.current_thread().name)
+        return real(matrix)
+    monkeypatch.setattr(spectra, "block_spectrum", spy)
+    torch.manual_seed(7)
+    gru = torch.nn.GRU(4, 260, bidirectional=True)
+    with torch.no_grad():
+        for name, weight in gru.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in range(3):
+                    torch.nn.init.orthogonal_(weight[gate * 260:(gate + 1) * 260])
+    jobs = jobs_of(gru, "GRU")
+    parallel = spectra_of_parts(jobs)
+    assert where and set(where) == {threading.current_thread().name}
+    serial = spectra_of_parts(jobs, parallel=False)
+    for (rows, values), (rows_s, values_s) in zip(parallel, serial):
+        for row, row_s in zip(rows, rows_s):
+            for key in VALUES:
+                assert row[key] == pytest.approx(row_s[key], rel=1e-7, nan_ok=True), key
+        assert [v["gate"] for v in values] == [v["gate"] for v in values_s]
+        assert "r" in [v["gate"] for v in values]  # the orthogonal gates kept full spectra
+
+
+@needs_openmp
+def test_an_error_cancels_the_blocks_still_queued(two_threads, monkeypatch):
+    calls = []
+    real = spectra.block_summary
+
+    def failing_first(matrix, *args, **kwargs):
+        calls.append(matrix.shape)
+        if len(calls) == 1:
+            raise RuntimeError("first block failed")
+        time.sleep(0.05)
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", failing_first)
+    torch.manual_seed(8)
+    jobs = jobs_of(torch.nn.GRU(4, 260, num_layers=2, bidirectional=True), "GRU")  # 16 blocks
+    with pytest.raises(RuntimeError, match="first block failed"):
+        spectra_of_parts(jobs)
+    assert len(calls) < 8
+    assert count_in_a_new_thread() == 2
