@@ -115,8 +115,15 @@ def _run_blocks(parts, full, workers, threads):
             start_count = _in_new_thread(torch.get_num_threads)
             try:
                 # one submit per worker at least (tasks >= workers): the pool starts them all
+                stacked = {}
                 for i, blocks in parts.items():
-                    pending[i] = _submit_part(pool, blocks, full)
+                    pending[i], stacked[i] = _submit_gates(pool, blocks, full)
+                # the stacked blocks last: by the time a worker takes one up, the gates whose
+                # Grams it sums have long been done, so it seldom waits
+                for i, job in stacked.items():
+                    if job is not None:
+                        name, task = job
+                        pending[i][name] = pool.submit(task)
                 started.wait(_START_TIMEOUT_S)
             finally:
                 _in_new_thread(torch.set_num_threads, start_count)
@@ -140,15 +147,16 @@ def _run_blocks(parts, full, workers, threads):
     return done
 
 
-def _submit_part(pool, blocks, full):
-    """Queue the blocks of one part (``spectra.recurrent_blocks``): ``{gate: future of
-    block_summary, None where the fast route could not vouch}``. The gates first, then ``all``,
-    which sums their Grams (``spectra.shares_grams``): the queue is first in, first out, so a
-    worker on ``all`` only ever waits for gates already taken up by the others."""
+def _submit_gates(pool, blocks, full):
+    """Queue the gate blocks of one part (``spectra.recurrent_blocks``): returns ``({gate: future
+    of block_summary, None where the fast route could not vouch}, stacked)``, where ``stacked``
+    is ``(name, task)`` for the caller to queue once every part's gates are (``all`` sums their
+    Grams, ``spectra.shares_grams``), or None. The queue is first in, first out, so a worker on
+    ``all`` only ever waits for gates already taken up by the others."""
     if not sp.shares_grams(blocks, full):
         # a single-gate RNN: "hh" and "all" are the same matrix, summarised once
         first = pool.submit(sp.block_summary, blocks[0][1], full, fallback=False)
-        return {gate: first for gate, _ in blocks}
+        return {gate: first for gate, _ in blocks}, None
     grams = {}  # gate -> its Gram, written by the gate's worker
 
     def gate_summary(gate, matrix):
@@ -157,13 +165,12 @@ def _submit_part(pool, blocks, full):
 
     summaries = {gate: pool.submit(gate_summary, gate, matrix) for gate, matrix in blocks[:-1]}
     gates = list(summaries.values())
+    name, stacked = blocks[-1]
 
-    def stacked_summary(matrix):
+    def stacked_summary():
         for future in gates:
             future.result()  # raises the gate's error, if any
         gram = sp.stacked_gram(grams[gate] for gate, _ in blocks[:-1])
-        return sp.block_summary(matrix, full=full, gram=gram, fallback=False)
+        return sp.block_summary(stacked, full=full, gram=gram, fallback=False)
 
-    name, stacked = blocks[-1]
-    summaries[name] = pool.submit(stacked_summary, stacked)
-    return summaries
+    return summaries, (name, stacked_summary)
