@@ -2,7 +2,7 @@
 
 The fast route of ``gradscope.spectra`` alternates dense products, which keep every torch thread
 busy, with many small Krylov operations, which leave all but one core idle. On two cores a
-serial run loses 10-15 % to those idle stretches. Run as several blocks at once, each worker on
+serial run loses 10 to 17 % to those idle stretches. Run as several blocks at once, each worker on
 its share of the threads, one block's small operations overlap another's products
 (``benchmarks/spectra_cost.py --serial`` shows the difference). The unit of work is a block,
 not a layer-direction, so that a single LSTM layer keeps two cores busy too.
