@@ -102,14 +102,18 @@ def _run_blocks(parts, full, workers, threads):
     restored = threading.Event()  # the start count is back: blocks may begin
 
     def start():
+        # must never raise: on an initializer error CPython's ThreadPoolExecutor drains its work
+        # queue, the shutdown's wake-up for the other workers included, and they wait forever
         torch.get_num_threads()  # set this thread up now: a later first call would reset it
         torch.set_num_threads(shares.get())
-        started.wait(_START_TIMEOUT_S)
-        if not restored.wait(_START_TIMEOUT_S):
-            raise RuntimeError("gradscope-spectra: the caller never finished starting the pool")
+        try:
+            started.wait(_START_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # the caller gave up before every worker had started: it cancels the blocks
+        restored.wait(_START_TIMEOUT_S)  # set by the caller whatever happens
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="gradscope-spectra", initializer=start)
-    pending = {}
+    pending, passed = {}, False
     try:
         with _STARTUP:
             start_count = _in_new_thread(torch.get_num_threads)
@@ -125,9 +129,12 @@ def _run_blocks(parts, full, workers, threads):
                         name, task = job
                         pending[i][name] = pool.submit(task)
                 started.wait(_START_TIMEOUT_S)
+                passed = True
             finally:
-                _in_new_thread(torch.set_num_threads, start_count)
-                restored.set()
+                try:
+                    _in_new_thread(torch.set_num_threads, start_count)
+                finally:
+                    restored.set()  # even after Ctrl-C here: no worker waits out the timeout
         done = {i: {gate: future.result() for gate, future in by_gate.items()}
                 for i, by_gate in pending.items()}
     except BaseException:
@@ -135,7 +142,10 @@ def _run_blocks(parts, full, workers, threads):
         for by_gate in pending.values():
             for future in by_gate.values():
                 future.cancel()
-        started.abort()  # no worker stays waiting for the others
+        if not passed:
+            # no worker stays waiting for the others; once the barrier has let everyone
+            # through, aborting it would break a worker the scheduler had not yet woken
+            started.abort()
         raise
     finally:
         pool.shutdown(wait=True)

@@ -253,3 +253,78 @@ def test_an_error_cancels_the_blocks_still_queued(two_threads, monkeypatch):
         spectra_of_parts(jobs)
     assert len(calls) < 8
     assert count_in_a_new_thread() == 2
+
+
+def finishes_within(seconds, fn):
+    """``fn()``'s outcome ("returned" or the exception) if it ends within ``seconds``, else
+    "hung" (the call is left running on a daemon thread)."""
+    outcome = []
+
+    def run():
+        try:
+            fn()
+            outcome.append("returned")
+        except BaseException as error:  # noqa: B902 - whatever it was, it is the outcome
+            outcome.append(error)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return outcome[0] if outcome else "hung"
+
+
+class LateWakingBarrier(threading.Barrier):
+    """The start barrier as a worker the scheduler wakes late sees it: that worker passes with
+    the others, then finds the barrier broken (the caller, done with an error by then, had
+    aborted it). A worker's initializer that raised then made CPython's pool drain its queue,
+    wake-up included: shutdown waited forever."""
+
+    def wait(self, timeout=None):
+        index = super().wait(timeout)
+        if threading.current_thread().name.endswith("_1"):
+            raise threading.BrokenBarrierError
+        return index
+
+
+@needs_openmp
+@pytest.mark.parametrize("first_block_fails", [False, True])
+def test_a_worker_woken_after_the_barrier_broke_neither_hangs_nor_loses_blocks(
+        two_threads, monkeypatch, first_block_fails):
+    monkeypatch.setattr(spectra_parallel.threading, "Barrier", LateWakingBarrier)
+    real = spectra.block_summary
+    calls = []
+
+    def summary(matrix, *args, **kwargs):
+        calls.append(1)
+        if first_block_fails and len(calls) == 1:
+            raise RuntimeError("first block failed")
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, "block_summary", summary)
+    torch.manual_seed(9)
+    jobs = jobs_of(torch.nn.RNN(4, 260, bidirectional=True), "RNN_TANH")
+    outcome = finishes_within(60, lambda: spectra_of_parts(jobs))
+    if first_block_fails:
+        assert isinstance(outcome, RuntimeError) and "first block failed" in str(outcome)
+    else:
+        assert outcome == "returned"
+    assert not [t for t in threading.enumerate() if t.name.startswith("gradscope-spectra")]
+
+
+@needs_openmp
+def test_an_error_before_the_workers_have_started_lets_them_go(two_threads, monkeypatch):
+    real = spectra.shares_grams
+    seen = []
+
+    def failing_second(blocks, full):
+        seen.append(1)
+        if len(seen) == 2:
+            raise RuntimeError("second part could not be queued")
+        return real(blocks, full)
+    monkeypatch.setattr(spectra, "shares_grams", failing_second)
+    torch.manual_seed(10)
+    jobs = jobs_of(torch.nn.GRU(4, 260, bidirectional=True), "GRU")
+    start = time.perf_counter()
+    outcome = finishes_within(60, lambda: spectra_of_parts(jobs))
+    assert isinstance(outcome, RuntimeError) and "could not be queued" in str(outcome)
+    assert time.perf_counter() - start < 30  # the workers were released, not timed out (60 s)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gradscope-spectra")]
+    assert count_in_a_new_thread() == 2
