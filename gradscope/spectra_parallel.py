@@ -150,10 +150,15 @@ def _run_blocks(parts, full, workers, threads):
     finally:
         pool.shutdown(wait=True)
     for i, by_gate in done.items():
-        blocks = dict(parts[i])
+        blocks, redone = dict(parts[i]), {}
         for gate, summary in by_gate.items():
             if summary is None:  # not vouched for on the fast route: LAPACK, on every thread
-                by_gate[gate] = sp.block_summary(blocks[gate], full)
+                matrix = blocks[gate]
+                # an RNN's "hh" and "all" are the same matrix: LAPACK once
+                key = (matrix.data_ptr(), tuple(matrix.shape), tuple(matrix.stride()))
+                if key not in redone:
+                    redone[key] = sp.block_summary(matrix, full)
+                by_gate[gate] = redone[key]
     return done
 
 

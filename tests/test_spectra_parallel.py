@@ -328,3 +328,26 @@ def test_an_error_before_the_workers_have_started_lets_them_go(two_threads, monk
     assert time.perf_counter() - start < 30  # the workers were released, not timed out (60 s)
     assert not [t for t in threading.enumerate() if t.name.startswith("gradscope-spectra")]
     assert count_in_a_new_thread() == 2
+
+
+@needs_openmp
+def test_an_rnn_block_given_up_on_goes_to_lapack_once(two_threads, monkeypatch):
+    calls = []
+    real = spectra.block_spectrum
+
+    def counting(matrix):
+        calls.append(tuple(matrix.shape))
+        return real(matrix)
+    monkeypatch.setattr(spectra, "block_spectrum", counting)
+    torch.manual_seed(11)
+    rnn = torch.nn.RNN(4, 260, bidirectional=True)
+    with torch.no_grad():
+        for name, weight in rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                torch.nn.init.orthogonal_(weight)  # a cluster: the fast route gives up
+    results = spectra_of_parts(jobs_of(rnn, "RNN_TANH"))
+    assert calls == [(260, 260)] * 2  # one per direction, for "hh" and "all" together
+    for rows, values in results:
+        assert [row["gate"] for row in rows] == ["hh", "all"]
+        assert rows[0]["sigma_max"] == pytest.approx(1.0, rel=1e-6)
+        assert [v["gate"] for v in values] == ["hh", "all"]
