@@ -32,6 +32,30 @@ def count_in_a_new_thread():
     return seen[0]
 
 
+def watch_calls(monkeypatch, name, note):
+    """Wrap ``spectra.<name>`` so that every call (in whatever thread) appends ``note(matrix)``
+    to the returned list, then runs as before."""
+    seen, real = [], getattr(spectra, name)
+
+    def spy(matrix, *args, **kwargs):
+        seen.append(note(matrix))
+        return real(matrix, *args, **kwargs)
+    monkeypatch.setattr(spectra, name, spy)
+    return seen
+
+
+def orthogonal_gates(module, gates):
+    """Each gate block of every ``weight_hh`` made orthogonal (a common init; a cluster of
+    singular values that the fast route gives up on)."""
+    size = module.hidden_size
+    with torch.no_grad():
+        for name, weight in module.named_parameters():
+            if name.startswith("weight_hh"):
+                for gate in range(gates):
+                    torch.nn.init.orthogonal_(weight[gate * size:(gate + 1) * size])
+    return module
+
+
 @pytest.fixture
 def two_threads():
     before = torch.get_num_threads()
@@ -81,14 +105,8 @@ needs_openmp = pytest.mark.skipif(not spectra_parallel._per_thread_counts(),
 @pytest.mark.parametrize("kind", ["RNN_TANH", "LSTM"])
 def test_blocks_run_on_workers_with_a_share_of_the_threads_and_the_count_is_restored(
         two_threads, monkeypatch, kind):
-    seen = []
-    real = spectra.block_summary
-
-    def spy(matrix, *args, **kwargs):
-        seen.append((tuple(matrix.shape), threading.current_thread().name,
-                     torch.get_num_threads()))
-        return real(matrix, *args, **kwargs)
-    monkeypatch.setattr(spectra, "block_summary", spy)
+    seen = watch_calls(monkeypatch, "block_summary", lambda matrix: (
+        tuple(matrix.shape), threading.current_thread().name, torch.get_num_threads()))
     torch.manual_seed(1)
     if kind == "RNN_TANH":  # one block per direction ("hh" is "all")
         module, expected = torch.nn.RNN(4, 260, bidirectional=True), [(260, 260)] * 2
@@ -158,13 +176,8 @@ def test_projected_lstm_parts_are_sized_by_the_projection():
 def test_threads_started_during_the_computation_get_the_usual_count(two_threads, monkeypatch):
     # the workers' share is set through the process-wide start count: it is written back once
     # every worker holds its own, so other threads of the program never inherit it
-    seen = []
-    real = spectra.block_summary
-
-    def spy(matrix, *args, **kwargs):
-        seen.append((torch.get_num_threads(), count_in_a_new_thread()))
-        return real(matrix, *args, **kwargs)
-    monkeypatch.setattr(spectra, "block_summary", spy)
+    seen = watch_calls(monkeypatch, "block_summary",
+                       lambda matrix: (torch.get_num_threads(), count_in_a_new_thread()))
     torch.manual_seed(4)
     spectra_of_parts(jobs_of(torch.nn.GRU(4, 260), "GRU"))
     assert seen and all(pair == (1, 2) for pair in seen)
@@ -189,13 +202,8 @@ def test_a_start_count_unlike_the_callers_is_left_as_it_was(two_threads):
 @needs_openmp
 def test_the_threads_are_all_handed_out(monkeypatch):
     before = torch.get_num_threads()
-    seen = []
-    real = spectra.block_summary
-
-    def spy(matrix, *args, **kwargs):
-        seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return real(matrix, *args, **kwargs)
-    monkeypatch.setattr(spectra, "block_summary", spy)
+    seen = watch_calls(monkeypatch, "block_summary",
+                       lambda matrix: (threading.current_thread().name, torch.get_num_threads()))
     torch.set_num_threads(3)
     try:
         torch.manual_seed(6)
@@ -209,20 +217,10 @@ def test_the_threads_are_all_handed_out(monkeypatch):
 def test_blocks_the_fast_route_gives_up_on_go_to_lapack_in_the_caller(two_threads, monkeypatch):
     # orthogonal weights (a common init) are a cluster no Krylov method resolves: LAPACK, whose
     # numpy thread pool a worker's share does not size, so it runs after the workers
-    where = []
-    real = spectra.block_spectrum
-
-    def spy(matrix):
-        where.append(threading.current_thread().name)
-        return real(matrix)
-    monkeypatch.setattr(spectra, "block_spectrum", spy)
+    where = watch_calls(monkeypatch, "block_spectrum",
+                        lambda matrix: threading.current_thread().name)
     torch.manual_seed(7)
-    gru = torch.nn.GRU(4, 260, bidirectional=True)
-    with torch.no_grad():
-        for name, weight in gru.named_parameters():
-            if name.startswith("weight_hh"):
-                for gate in range(3):
-                    torch.nn.init.orthogonal_(weight[gate * 260:(gate + 1) * 260])
+    gru = orthogonal_gates(torch.nn.GRU(4, 260, bidirectional=True), gates=3)
     jobs = jobs_of(gru, "GRU")
     parallel = spectra_of_parts(jobs)
     assert where and set(where) == {threading.current_thread().name}
@@ -332,19 +330,9 @@ def test_an_error_before_the_workers_have_started_lets_them_go(two_threads, monk
 
 @needs_openmp
 def test_an_rnn_block_given_up_on_goes_to_lapack_once(two_threads, monkeypatch):
-    calls = []
-    real = spectra.block_spectrum
-
-    def counting(matrix):
-        calls.append(tuple(matrix.shape))
-        return real(matrix)
-    monkeypatch.setattr(spectra, "block_spectrum", counting)
+    calls = watch_calls(monkeypatch, "block_spectrum", lambda matrix: tuple(matrix.shape))
     torch.manual_seed(11)
-    rnn = torch.nn.RNN(4, 260, bidirectional=True)
-    with torch.no_grad():
-        for name, weight in rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                torch.nn.init.orthogonal_(weight)  # a cluster: the fast route gives up
+    rnn = orthogonal_gates(torch.nn.RNN(4, 260, bidirectional=True), gates=1)
     results = spectra_of_parts(jobs_of(rnn, "RNN_TANH"))
     assert calls == [(260, 260)] * 2  # one per direction, for "hh" and "all" together
     for rows, values in results:

@@ -24,7 +24,7 @@ def weight_and_jacobian_tables(step, scope):
             jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
                          "kind": record.cell, "weights": weights})
             latest[(record.module, layer, direction)] = (step.number, record.cell, weights)
-    for r, v in spectra_of_parts(jobs):  # layer-directions on worker threads where that pays
+    for r, v in spectra_of_parts(jobs):  # weight blocks on worker threads where that pays
         rows.extend(r)
         values.extend(v)
     for label, weight in scope._weights.items():
