@@ -23,10 +23,10 @@ import time
 import numpy as np
 import torch
 
-from gradscope import jacobians as jac
+from gradscope.spectra import jacobians as jac
 from gradscope.cells import module_weights, step_function
-from gradscope.spectra import block_spectrum, recurrent_blocks
-from gradscope.spectra_parallel import spectra_of_parts
+from gradscope.spectra.blocks import block_spectrum, recurrent_blocks
+from gradscope.spectra.workers import spectra_of_parts
 
 COLUMNS = ("sigma_max", "sigma_min", "spectral_radius", "stable_rank", "frobenius")
 

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Run": "gradscope.store",
     "report": "gradscope.reporting",
     "compare": "gradscope.reporting",
-    "check": "gradscope.gate",
+    "check": "gradscope.gate.health_check",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -120,7 +120,7 @@ def test_console_script_in_a_subprocess(tmp_path):
 def test_the_example_workflow_checks_a_target_that_exists(monkeypatch):
     import re
 
-    from gradscope.checktarget import load_target
+    from gradscope.gate.targets import load_target
 
     workflow = (TARGETS.parent / "gradient-health.yml").read_text()
     targets = re.findall(r"gradscope check (\S+)", workflow)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from gradscope import checkconfig
-from gradscope.checkconfig import ConfigError, make_rules, parse_rule_flag, read_check_config
+from gradscope.gate import config as checkconfig
+from gradscope.gate.config import ConfigError, make_rules, parse_rule_flag, read_check_config
 
 
 @dataclasses.dataclass

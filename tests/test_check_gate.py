@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gradscope
-from gradscope.gate import NothingRecordedError, check
+from gradscope.gate.health_check import NothingRecordedError, check
 from gradscope.testing import assert_gradients_healthy
 
 _spec = importlib.util.spec_from_file_location(

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from gradscope.checkoutput import fmt, markdown_summary, text_report, verdict_table, write_junit
+from gradscope.gate.output import fmt, markdown_summary, text_report, verdict_table, write_junit
 from gradscope.testing import describe_findings
 
 

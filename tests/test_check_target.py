@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from gradscope.checktarget import TargetError, load_target, split_target
+from gradscope.gate.targets import TargetError, load_target, split_target
 
 GOOD = """
 import torch

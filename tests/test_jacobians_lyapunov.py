@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradscope.cells import rnn_step
-from gradscope.jacobians import (lyapunov_accumulate, lyapunov_finish, lyapunov_finish_many,
+from gradscope.spectra.jacobians import (lyapunov_accumulate, lyapunov_finish, lyapunov_finish_many,
                                  lyapunov_spectrum, state_jacobians)
 
 

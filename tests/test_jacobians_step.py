@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gradscope.cells import module_weights, step_function
-from gradscope.jacobians import spectral_norms, state_jacobians
+from gradscope.spectra.jacobians import spectral_norms, state_jacobians
 
 CELLS = [
     ("RNN_TANH", lambda: torch.nn.RNN(3, 5), 5),

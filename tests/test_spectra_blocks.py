@@ -6,7 +6,7 @@ import torch
 
 from gradscope.cells import module_weights
 from gradscope.records import SPECTRA_COLUMNS
-from gradscope.spectra import (block_spectrum, labelled_records, recurrent_blocks,
+from gradscope.spectra.blocks import (block_spectrum, labelled_records, recurrent_blocks,
                                spectra_records, spectrum_value)
 
 VALUE_KEYS = {"step", "module", "layer", "direction", "gate", "singular_values",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradscope import spectra
-from gradscope.spectra import block_spectrum, block_summary, spectra_records
+from gradscope.spectra import blocks as spectra
+from gradscope.spectra.blocks import block_spectrum, block_summary, spectra_records
 
 COLUMNS = ("sigma_max", "sigma_min", "spectral_radius", "stable_rank", "frobenius")
 

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from gradscope import spectra, spectra_parallel
+from gradscope.spectra import blocks as spectra, workers as spectra_parallel
 from gradscope.cells import module_weights
-from gradscope.spectra_parallel import spectra_of_parts
+from gradscope.spectra.workers import spectra_of_parts
 
 VALUES = ("sigma_max", "sigma_min", "spectral_radius", "stable_rank", "frobenius")
 

@@ -44,9 +44,6 @@ def train(model, steps, **watch_kwargs):
     (Seq2Seq, {"every": 2, "name": "<script>alert(1)</script>"}),
 ], ids=["lstm", "lstm-jacobians", "seq2seq"])
 def test_loaded_run_equals_live_scope(tmp_path, make, kwargs):
-    if kwargs.get("jacobians"):
-        # jacobians=True needs gradscope.jacobians (the lead's); until it lands there is nothing to compare
-        pytest.importorskip("gradscope.jacobians", reason="gradscope.jacobians not written yet")
     torch.manual_seed(1)
     scope = train(make(), 5, run_dir=tmp_path / "run", **kwargs)
     run = gradscope.load(tmp_path / "run")
@@ -57,8 +54,6 @@ def test_loaded_run_equals_live_scope(tmp_path, make, kwargs):
 
 
 def test_loaded_spectrum_equals_live_scope(tmp_path):
-    # Scope.spectrum lives in gradscope.spectra (the lead's); until it lands there is nothing to compare
-    pytest.importorskip("gradscope.spectra", reason="gradscope.spectra (Scope.spectrum) not written yet")
     torch.manual_seed(1)
     scope = train(torch.nn.GRU(3, 4, num_layers=2), 3, run_dir=tmp_path / "run")
     run = gradscope.load(tmp_path / "run")

@@ -9,8 +9,8 @@ from gradscope.records import frame
 def weight_and_jacobian_tables(step, scope):
     """Tables ``spectra``, ``jacobians``, ``lyapunov`` of a closed, recorded step, and the full
     spectrum values for ``spectrum()``."""
-    from gradscope import spectra as sp
-    from gradscope.spectra_parallel import spectra_of_parts
+    from gradscope.spectra import blocks as sp
+    from gradscope.spectra.workers import spectra_of_parts
 
     rows, values = [], []
     latest = {}  # what spectrum() needs to compute a full spectrum the rows did not store
@@ -46,7 +46,7 @@ def weight_and_jacobian_tables(step, scope):
 def jacobian_tables(step):
     """Per t: batch mean of the spectral norm of d state_{t+1} / d state_t (the joint (h, c) state
     for LSTM), and per chain of calls the Lyapunov spectrum along the trajectory."""
-    from gradscope import jacobians as jac
+    from gradscope.spectra import jacobians as jac
 
     jac_rows, lyap_rows = [], []
     chains = {}
@@ -106,7 +106,7 @@ def pick_spectrum(values, module, layer=0, direction="forward", gate=None, step=
 def latest_spectrum(latest, module, layer=0, direction="forward", gate=None, step=-1):
     """The full spectrum of a block of the latest recorded step, computed now (large blocks are
     summarised by the fast route when recorded and keep no full spectrum)."""
-    from gradscope import spectra as sp
+    from gradscope.spectra import blocks as sp
 
     entry = latest.get((module, layer, direction))
     if entry is None or step not in (-1, entry[0]):

@@ -30,7 +30,7 @@ def _positive_int(text):
 
 def _rules_epilog():
     try:
-        from gradscope.checkconfig import rules_help
+        from gradscope.gate.config import rules_help
 
         listing = rules_help()
     except Exception as error:  # the analyzer failing to import must not break `gradscope --help`
@@ -72,7 +72,7 @@ def _fail(message, error=None):
 
 def _settings(args):
     """(target, steps, Rules) from flags over config over defaults; raises ConfigError."""
-    from gradscope.checkconfig import (
+    from gradscope.gate.config import (
         ConfigError, default_config_path, make_rules, parse_rule_flag, read_check_config,
     )
 
@@ -98,10 +98,10 @@ def _write(path, text):
 
 def run(args):
     from gradscope.analysis import analyze
-    from gradscope.gate import NothingRecordedError, measure
-    from gradscope.checkconfig import ConfigError
-    from gradscope.checkoutput import markdown_summary, text_report, write_junit
-    from gradscope.checktarget import TargetError, load_target
+    from gradscope.gate.health_check import NothingRecordedError, measure
+    from gradscope.gate.config import ConfigError
+    from gradscope.gate.output import markdown_summary, text_report, write_junit
+    from gradscope.gate.targets import TargetError, load_target
     from gradscope.errors import NoRecurrentModuleError
 
     try:

@@ -3,7 +3,7 @@
 import math
 import xml.etree.ElementTree as ET
 
-from gradscope.testing import where
+from gradscope.gate.assertions import where
 
 TABLE_COLUMNS = ["module", "layer", "direction", "gain", "horizon", "max_grad_norm", "verdict"]
 
@@ -71,7 +71,7 @@ def verdict_line(diagnosis):
 
 
 def text_report(diagnosis, target=None):
-    from gradscope.testing import describe_findings
+    from gradscope.gate.assertions import describe_findings
 
     parts = [f"gradscope check {target}" if target else "gradscope check", "", verdict_table(diagnosis), ""]
     if diagnosis.findings:

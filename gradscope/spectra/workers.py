@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from gradscope import spectra as sp
+from gradscope.spectra import blocks as sp
 
 # one pool start at a time: each changes the start count of new threads for a moment
 _STARTUP = threading.Lock()

@@ -20,8 +20,8 @@ def gradient_health(pytestconfig):
     """
 
     def assert_healthy(model, step, rules=None, steps=1):
-        from gradscope.checkconfig import default_config_path, read_check_config
-        from gradscope.testing import assert_gradients_healthy
+        from gradscope.gate.config import default_config_path, read_check_config
+        from gradscope.gate.assertions import assert_gradients_healthy
 
         if rules is None or isinstance(rules, Mapping):
             config = read_check_config(default_config_path(pytestconfig.rootpath), explicit=False)

@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from gradscope import krylov
+from gradscope.spectra import krylov
 from gradscope.cells import GATES
 
 FULL_SPECTRUM_MAX = 256
@@ -470,7 +470,7 @@ def block_summary(matrix, full="auto", gram=None, fallback=True):
     block it cannot vouch for; ``"auto"`` takes the full route when ``min(rows, cols) <=
     FULL_SPECTRUM_MAX``. ``gram``: the block's ``gram_matrix`` (of its tall orientation) when
     already formed; the fast route then skips that product. ``fallback=False``: None instead of
-    that fallback, for a caller that runs LAPACK elsewhere (``gradscope.spectra_parallel``).
+    that fallback, for a caller that runs LAPACK elsewhere (``gradscope.spectra.workers``).
     """
     w = _to_float64(matrix)
     if w.numel() == 0:

@@ -19,7 +19,7 @@ def as_rules(rules):
     if rules is None or isinstance(rules, Rules):
         return rules
     if isinstance(rules, Mapping):
-        from gradscope.checkconfig import make_rules
+        from gradscope.gate.config import make_rules
 
         return make_rules(rules)
     raise TypeError(f"rules must be a gradscope.Rules, a mapping of its fields, or None; got {type(rules).__name__}")
