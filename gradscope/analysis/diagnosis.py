@@ -14,7 +14,8 @@ SEVERITIES = ("info", "warning", "error")
 SUMMARY_COLUMNS = [
     "module", "layer", "direction", "cell", "gain", "horizon", "horizon_extrapolated",
     "required_horizon", "seq_len", "max_grad_norm", "nonfinite", "sigma_max", "method",
-    "pairs", "steps", "first_verdict", "last_verdict", "verdict",
+    "pairs", "steps", "first_verdict", "last_verdict", "verdict", "verdict_step", "flips",
+    "gain_pooled", "horizon_pooled", "max_grad_norm_pooled", "pairs_pooled",
 ]
 PER_STEP_COLUMNS = [
     "step", "module", "layer", "direction", "cell", "gain", "horizon", "max_grad_norm",
@@ -79,6 +80,8 @@ class Diagnosis:
         self.findings: List[Finding] = sorted(
             findings, key=lambda f: -SEVERITIES.index(f.severity))
         self._summary = summary.reindex(columns=SUMMARY_COLUMNS)
+        # None where the pooled numbers decide (the latest step has no gain): a nullable int
+        self._summary["verdict_step"] = self._summary["verdict_step"].astype("Int64")
         self._per_step = per_step.reindex(columns=PER_STEP_COLUMNS)
         self.rules = rules
 
@@ -165,7 +168,7 @@ def _short(value):
 
 
 _TABLE_COLUMNS = [("module", "module"), ("layer", "layer"), ("direction", "dir"),
-                  ("cell", "cell"), ("gain", "gain"), ("horizon", "horizon"),
+                  ("cell", "cell"), ("verdict_step", "step"), ("gain", "gain"), ("horizon", "horizon"),
                   ("max_grad_norm", "max|grad|"), ("nonfinite", "nonfinite"),
                   ("sigma_max", "sigma_max"), ("verdict", "verdict")]
 
@@ -179,6 +182,8 @@ def _table(summary):
             value = row[column]
             if column == "module" and value == "":
                 value = "<root>"
+            if column == "verdict_step" and (value is None or value is pd.NA):
+                value = "all"   # the latest step had no gain: the pooled numbers decide
             cells.append(_short(value) if isinstance(value, float) else str(value))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]

@@ -8,6 +8,7 @@ import numpy as np
 
 from gradscope.analysis import advice
 from gradscope.analysis.diagnosis import Finding
+from gradscope.analysis.flips import verdict_flips
 from gradscope.analysis.gain import horizon as horizon_of
 from gradscope.analysis.trend import trend
 from gradscope.analysis.verdict import growth, is_exploding, is_vanishing
@@ -39,6 +40,8 @@ def _gain_evidence(part, rules) -> dict:
         "required_horizon": n["required_horizon"], "seq_len": n["seq_len"],
         "horizon_ratio": rules.horizon_ratio, "method": n["method"], "pairs": n["pairs"],
         "max_grad_norm": n["max_grad_norm"], "sigma_max": n["sigma_max"],
+        "verdict_step": n["verdict_step"], "gain_pooled": n["gain_pooled"],
+        "horizon_pooled": n["horizon_pooled"],
     }
     if n["method"] == "decay_fit":
         evidence["method_note"] = FIT_NOTE
@@ -293,4 +296,4 @@ def no_gain(part, rules) -> list:
                      "Record sequences of at least 2 time steps with a finite gradient.")]
 
 
-ALL = (nonfinite, exploding, vanishing, spectral_bound, saturation, no_gain)
+ALL = (nonfinite, exploding, vanishing, spectral_bound, saturation, no_gain, verdict_flips)
