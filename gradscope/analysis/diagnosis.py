@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -27,10 +28,11 @@ PER_STEP_COLUMNS = [
 class Finding:
     """One verdict with its evidence and what to do about it.
 
-    kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound`` (or
-    ``no_data``). severity: ``error`` (the gradient is unusable), ``warning`` (likely hurts
-    training), ``info``. evidence: a dict of the numbers behind it (plain Python values).
-    advice: concrete actions, with numbers, as one paragraph of text.
+    kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound``,
+    ``verdict_flips`` (or ``no_data``). severity: ``error`` (the gradient is unusable),
+    ``warning`` (likely hurts training), ``info``. evidence: a dict of the numbers behind it
+    (plain Python values). advice: concrete actions, with numbers, as one paragraph of text; its code sits between
+    backticks (``code`` lists it).
     """
 
     kind: str
@@ -46,11 +48,18 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"Finding.severity must be one of {SEVERITIES}, got {self.severity!r}")
 
+    @property
+    def code(self) -> List[str]:
+        """The code in ``advice``: each piece between backticks, valid Python that runs as
+        written with ``model``, ``torch``, ``optimizer``, ``loss``, ``h`` and ``diagnosis``
+        bound (docs/analyze.md, "Advice code")."""
+        return re.findall(r"`([^`]+)`", self.advice or "")
+
     def to_dict(self) -> dict:
         return jsonable({
             "kind": self.kind, "severity": self.severity, "module": self.module,
             "layer": self.layer, "direction": self.direction, "message": self.message,
-            "evidence": self.evidence, "advice": self.advice,
+            "evidence": self.evidence, "advice": self.advice, "code": self.code,
         })
 
     def __str__(self) -> str:
