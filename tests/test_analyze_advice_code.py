@@ -317,3 +317,10 @@ def test_chrono_bias_and_unknown_hidden_size_give_runnable_code():
 def test_module_paths_are_python_expressions(name, expr):
     assert path_expr(name) == expr
     compile(expr, "<path>", "eval")
+
+
+def test_the_report_sets_advice_code_as_code():
+    from gradscope.reporting.sections import advice_html
+    text = "Initialise it: `torch.nn.init.orthogonal_(model[1].weight_hh_l0)` or use <LSTM>."
+    assert advice_html(text) == ("Initialise it: <code>torch.nn.init.orthogonal_(model[1]."
+                                 "weight_hh_l0)</code> or use &lt;LSTM&gt;.")

@@ -19,6 +19,7 @@ import gradscope
 from gradscope.analysis import Rules, analyze
 from gradscope.analysis.gain import horizon
 from gradscope.analysis.verdict import verdict
+from gradscope.reporting.html import number
 from tests.test_analyze_oracles import orthogonal
 from tests.test_analyze_units import FakeSource, chain, only
 
@@ -73,6 +74,7 @@ def test_latest_step_without_a_gain_falls_back_to_the_pooled_numbers():
     assert "  all  " in str(d)          # the table says the numbers pool all steps
     json.dumps(d.to_dict(), allow_nan=False)
     assert d.to_dict()["summary"][0]["verdict_step"] is None
+    assert number(row["verdict_step"]) == "–"     # the report's table cell
 
 
 def test_terminal_table_names_the_step_beside_the_numbers():
