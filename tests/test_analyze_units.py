@@ -142,8 +142,10 @@ def test_packed_batch_ratio_counts_only_sequences_that_continue():
 def test_calls_and_steps_are_pooled_and_pairs_stay_within_a_call():
     rows = chain(0.9, call=0, T=30) + chain(0.9, call=1, T=30) + chain(0.9, step=1, T=30)
     row = analyze(FakeSource(rows)).summary().iloc[0]
-    assert row["gain"] == pytest.approx(0.9)
-    assert row["pairs"] == 3 * 29
+    assert row["gain"] == pytest.approx(0.9) and row["gain_pooled"] == pytest.approx(0.9)
+    assert row["pairs_pooled"] == 3 * 29
+    assert row["pairs"] == 29            # the latest step's, whose verdict the summary gives
+    assert row["verdict_step"] == 1
     assert row["steps"] == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -14,7 +15,8 @@ SEVERITIES = ("info", "warning", "error")
 SUMMARY_COLUMNS = [
     "module", "layer", "direction", "cell", "gain", "horizon", "horizon_extrapolated",
     "required_horizon", "seq_len", "max_grad_norm", "nonfinite", "sigma_max", "method",
-    "pairs", "steps", "first_verdict", "last_verdict", "verdict",
+    "pairs", "steps", "first_verdict", "last_verdict", "verdict", "verdict_step", "flips",
+    "gain_pooled", "horizon_pooled", "max_grad_norm_pooled", "pairs_pooled",
 ]
 PER_STEP_COLUMNS = [
     "step", "module", "layer", "direction", "cell", "gain", "horizon", "max_grad_norm",
@@ -26,10 +28,11 @@ PER_STEP_COLUMNS = [
 class Finding:
     """One verdict with its evidence and what to do about it.
 
-    kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound`` (or
-    ``no_data``). severity: ``error`` (the gradient is unusable), ``warning`` (likely hurts
-    training), ``info``. evidence: a dict of the numbers behind it (plain Python values).
-    advice: concrete actions, with numbers, as one paragraph of text.
+    kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound``,
+    ``verdict_flips`` (or ``no_data``). severity: ``error`` (the gradient is unusable),
+    ``warning`` (likely hurts training), ``info``. evidence: a dict of the numbers behind it
+    (plain Python values). advice: concrete actions, with numbers, as one paragraph of text; its code sits between
+    backticks (``code`` lists it).
     """
 
     kind: str
@@ -45,11 +48,18 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"Finding.severity must be one of {SEVERITIES}, got {self.severity!r}")
 
+    @property
+    def code(self) -> List[str]:
+        """The code in ``advice``: each piece between backticks, valid Python that runs as
+        written with ``model``, ``torch``, ``optimizer``, ``loss``, ``h`` and ``diagnosis``
+        bound (docs/analyze.md, "Advice code")."""
+        return re.findall(r"`([^`]+)`", self.advice or "")
+
     def to_dict(self) -> dict:
         return jsonable({
             "kind": self.kind, "severity": self.severity, "module": self.module,
             "layer": self.layer, "direction": self.direction, "message": self.message,
-            "evidence": self.evidence, "advice": self.advice,
+            "evidence": self.evidence, "advice": self.advice, "code": self.code,
         })
 
     def __str__(self) -> str:
@@ -79,6 +89,8 @@ class Diagnosis:
         self.findings: List[Finding] = sorted(
             findings, key=lambda f: -SEVERITIES.index(f.severity))
         self._summary = summary.reindex(columns=SUMMARY_COLUMNS)
+        # None where the pooled numbers decide (the latest step has no gain): a nullable int
+        self._summary["verdict_step"] = self._summary["verdict_step"].astype("Int64")
         self._per_step = per_step.reindex(columns=PER_STEP_COLUMNS)
         self.rules = rules
 
@@ -165,7 +177,7 @@ def _short(value):
 
 
 _TABLE_COLUMNS = [("module", "module"), ("layer", "layer"), ("direction", "dir"),
-                  ("cell", "cell"), ("gain", "gain"), ("horizon", "horizon"),
+                  ("cell", "cell"), ("verdict_step", "step"), ("gain", "gain"), ("horizon", "horizon"),
                   ("max_grad_norm", "max|grad|"), ("nonfinite", "nonfinite"),
                   ("sigma_max", "sigma_max"), ("verdict", "verdict")]
 
@@ -179,6 +191,8 @@ def _table(summary):
             value = row[column]
             if column == "module" and value == "":
                 value = "<root>"
+            if column == "verdict_step" and (value is None or value is pd.NA):
+                value = "all"   # the latest step had no gain: the pooled numbers decide
             cells.append(_short(value) if isinstance(value, float) else str(value))
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]

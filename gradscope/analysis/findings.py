@@ -8,6 +8,7 @@ import numpy as np
 
 from gradscope.analysis import advice
 from gradscope.analysis.diagnosis import Finding
+from gradscope.analysis.flips import verdict_flips
 from gradscope.analysis.gain import horizon as horizon_of
 from gradscope.analysis.trend import trend
 from gradscope.analysis.verdict import growth, is_exploding, is_vanishing
@@ -39,6 +40,8 @@ def _gain_evidence(part, rules) -> dict:
         "required_horizon": n["required_horizon"], "seq_len": n["seq_len"],
         "horizon_ratio": rules.horizon_ratio, "method": n["method"], "pairs": n["pairs"],
         "max_grad_norm": n["max_grad_norm"], "sigma_max": n["sigma_max"],
+        "verdict_step": n["verdict_step"], "gain_pooled": n["gain_pooled"],
+        "horizon_pooled": n["horizon_pooled"],
     }
     if n["method"] == "decay_fit":
         evidence["method_note"] = FIT_NOTE
@@ -152,8 +155,8 @@ def nonfinite(part, rules) -> list:
                f"{evidence['steps_recorded']} recorded steps")
     text = advice.join(
         f"find where it enters: run step {first_step} again under "
-        f"torch.autograd.set_detect_anomaly(True), and check the loss and targets at "
-        f"t={origin} (mask padded positions; torch.isfinite(loss).all() before backward)",
+        f"`torch.autograd.set_detect_anomaly(True)`, and check the loss and targets at "
+        f"t={origin} (mask padded positions; `torch.isfinite(loss).all()` before backward)",
         advice.clip(part, rules),
         "with torch.cuda.amp use GradScaler, which skips steps with Inf/NaN gradients")
     return [_finding(part, "nonfinite", "error", message, evidence, text)]
@@ -252,8 +255,7 @@ def _generic_saturation(part, gate, activation, end):
     if activation == "relu" and end == "low":
         return ("these units are dead and carry no gradient",
                 "switch to nonlinearity='tanh', or initialise the recurrent bias to a small "
-                f"positive value: torch.nn.init.constant_({advice.module_expr(part)}."
-                f"{advice.param_name(part, 'bias_hh')}, 0.01)")
+                "positive value: " + _positive_bias(part))
     if activation == "tanh":
         return ("the derivative 1 - tanh^2 is below ~0.1 there, so the gradient through "
                 "this gate nearly stops",
@@ -262,6 +264,13 @@ def _generic_saturation(part, gate, activation, end):
     return ("the gate's derivative is below ~0.05 there, so its weights barely learn",
             "scale the inputs to unit variance, or lower the learning rate if this grew "
             "during training")
+
+
+def _positive_bias(part) -> str:
+    bias = advice.param_expr(part, "bias_hh")
+    if bias is None:
+        return f"0.01 for the recurrent bias of {advice.where(part)}"
+    return advice.code(f"torch.nn.init.constant_({bias}, 0.01)")
 
 
 def spectral_bound(part, rules) -> list:
@@ -293,4 +302,4 @@ def no_gain(part, rules) -> list:
                      "Record sequences of at least 2 time steps with a finite gradient.")]
 
 
-ALL = (nonfinite, exploding, vanishing, spectral_bound, saturation, no_gain)
+ALL = (nonfinite, exploding, vanishing, spectral_bound, saturation, no_gain, verdict_flips)

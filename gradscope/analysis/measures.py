@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope.analysis import gain as gainmath
+from gradscope.analysis.flips import verdict_changes
 from gradscope.analysis.verdict import verdict
 
 PART = ["module", "layer", "direction"]
@@ -136,11 +137,14 @@ def _fill_numbers(part, spectra, rules):
         per_step[column] = value
     part.per_step = per_step
     first, last = part.per_step["verdict"].iloc[0], part.per_step["verdict"].iloc[-1]
+    shown, verdict_step = _verdict_numbers(overall, per_step)
     part.numbers = {
         "module": part.module, "layer": part.layer, "direction": part.direction,
-        "cell": part.cell, **overall,
-        "horizon_extrapolated": bool(math.isfinite(overall["horizon"])
-                                     and overall["horizon"] > seq_len),
+        "cell": part.cell, **shown,
+        "horizon_extrapolated": bool(math.isfinite(shown["horizon"])
+                                     and shown["horizon"] > seq_len),
+        # a NaN/Inf anywhere in the run makes the verdict nonfinite, so the count is the run's
+        "nonfinite": overall["nonfinite"], "method": overall["method"],
         "seq_len": int(seq_len), "required_horizon": float(required),
         "sigma_max": latest_sigma_max(spectra, part.module, part.layer, part.direction),
         "steps": int(len(part.per_step)),
@@ -149,7 +153,26 @@ def _fill_numbers(part, spectra, rules):
         # a NaN/Inf anywhere in the run keeps the verdict nonfinite, and a latest step whose gain
         # cannot be measured falls back to the run as a whole
         "verdict": _current_verdict(overall_verdict, last),
+        "verdict_step": verdict_step,
+        **{f"{key}_pooled": overall[key] for key in POOLED},
+        "flips": len(verdict_changes(per_step)),
     }
+
+
+# the numbers the verdict rests on: the latest step's, or the pooled ones when that step has no gain
+POOLED = ("gain", "horizon", "max_grad_norm", "pairs")
+
+
+def _verdict_numbers(overall, per_step):
+    """(numbers, step): the gain, horizon, max_grad_norm and pairs of the latest recorded step
+    and its step number; the pooled numbers over all steps and None when the latest step's
+    gain could not be measured (then the pooled numbers decide the verdict)."""
+    latest = per_step.iloc[-1]
+    if latest["verdict"] == "unknown":
+        return {key: overall[key] for key in POOLED}, None
+    return ({"gain": float(latest["gain"]), "horizon": float(latest["horizon"]),
+             "max_grad_norm": float(latest["max_grad_norm"]), "pairs": int(latest["pairs"])},
+            int(latest["step"]))
 
 
 def _current_verdict(overall_verdict, last_verdict) -> str:

@@ -82,8 +82,8 @@ def number(value):
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
         return f"{value:.4g}"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "–"   # pd.NA: a nullable int with no value (the summary's verdict_step)
     return str(value)
 
 

@@ -3,6 +3,8 @@
 Everything returned is HTML with every model- or user-given name escaped (``html.esc``).
 """
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -13,9 +15,13 @@ from gradscope.reporting.plots.base import MAX_MODULES, module_label, part_label
 EXCERPT_TIMES = 8     # time steps (columns) in the per-timestep excerpt
 EXCERPT_PARTS = 12
 SUMMARY_LABELS = {"gain": "gain (×/step)", "horizon": "horizon (steps)", "seq_len": "T",
-                  "max_grad_norm": "max ‖grad‖", "sigma_max": "σ_max", "required_horizon": "needed horizon"}
-SUMMARY_HIDE = ("horizon_extrapolated", "method", "first_verdict", "last_verdict", "pairs")
-SUMMARY_FIRST = ("run", "module", "layer", "direction", "cell", "verdict")  # the verdict stays in view
+                  "max_grad_norm": "max ‖grad‖", "sigma_max": "σ_max", "required_horizon": "needed horizon",
+                  # gain, horizon and max ‖grad‖ are of the step the verdict comes from
+                  "verdict_step": "at step", "gain_pooled": "gain, all steps",
+                  "horizon_pooled": "horizon, all steps", "flips": "verdict changes"}
+SUMMARY_HIDE = ("horizon_extrapolated", "method", "first_verdict", "last_verdict", "pairs",
+                "max_grad_norm_pooled", "pairs_pooled")
+SUMMARY_FIRST = ("run", "module", "layer", "direction", "cell", "verdict", "verdict_step")  # the verdict stays in view
 
 
 def run_facts(run):
@@ -44,10 +50,15 @@ def status_line(run):
     return f'<div class="status bad">{esc(words)}</div>'
 
 
+def advice_html(advice):
+    """The advice escaped, its code (between backticks, see Finding.code) set as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(advice))
+
+
 def finding_card(finding, meta):
     where = part_label(finding.module, finding.layer, finding.direction, meta)
     severity = html.css_token(finding.severity)
-    advice = f'<p class="advice">{esc(finding.advice)}</p>' if finding.advice else ""
+    advice = f'<p class="advice">{advice_html(finding.advice)}</p>' if finding.advice else ""
     return (f'<div class="finding {severity}"><div class="where"><span class="badge {severity}">'
             f'{esc(finding.severity)}</span>{esc(finding.kind)} in {esc(where)}</div>'
             f'<p class="message">{esc(finding.message)}</p>{html.evidence_list(finding.evidence)}{advice}</div>')
