@@ -79,13 +79,12 @@ def shows_pooled(entry):
 
 def gain_limits(entries):
     """Log-axis limits fitted to the gains drawn (bars, pooled marks and the line at 1), with
-    room for the words under a bar that points down and over one that points up."""
+    room at the bottom for the words under the bars."""
     values = [1.0]
     for e in entries:
         values += [v for v in (e["gain"], e["pooled_gain"] if shows_pooled(e) else math.nan)
                    if np.isfinite(v) and v > 0]
-    low, high = min(values), max(values)
-    return (low / 1.35 if low < 1 else low / 1.12), (high * 1.35 if high > 1 else high * 1.12)
+    return min(values) / 1.3, max(values) * 1.06  # the words sit in the room at the bottom
 
 
 def _hatches(entries):
@@ -105,12 +104,10 @@ def _gain_panel(ax, x, entries, colors):
     style.log_y(ax)
     ax.set_ylim(*gain_limits(entries))
     style.ratio_ticks(ax)
-    for xi, e in enumerate(entries):
-        value = shown[xi]
+    for xi, e in enumerate(entries):  # along the bottom edge, where no bar or mark can be
         words = ("gain n/a" if not np.isfinite(e["gain"]) else f"{e['gain']:.3g}") + "\n" + verdict_words(e)
-        below = np.isfinite(value) and value < 1
-        ax.annotate(words, (xi, value if np.isfinite(value) else 1.0), textcoords="offset points",
-                    xytext=(0, -3 if below else 3), ha="center", va="top" if below else "bottom", fontsize=7)
+        ax.text(xi, 0.015, words, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
+                bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1))
     ax.set_ylabel("per-step gain (× per step back)")
     ax.set_title("gain: below 1 the gradient shrinks at each step back", fontsize=9)
 
@@ -141,7 +138,7 @@ def _horizon_panel(ax, x, entries, colors):
             ax.hlines(need, xi - 0.4, xi + 0.4, color="#000000", lw=2.2,
                       label="needed (sequence length or Rules.min_horizon)" if first else None)
             first = False
-        words = "∞ ↑" if np.isinf(h) else ("n/a" if np.isnan(h) else style.fmt(h))
+        words = "∞ ↑" if np.isinf(h) else ("n/a" if np.isnan(h) else horizon_words(h))
         above = min(drawn[xi], top)
         if np.isfinite(need) and 0 <= need - above < 0.08 * top:
             above = need  # the label would sit on the tick: put it above instead
@@ -150,6 +147,11 @@ def _horizon_panel(ax, x, entries, colors):
     ax.set_ylim(0, top * 1.12)
     ax.set_ylabel("horizon (time steps back)")
     ax.set_title("horizon: steps back before the gradient falls below Rules.horizon_ratio", fontsize=9)
+
+
+def horizon_words(h):
+    """1259, not 1.26e+03: a horizon is a count of steps."""
+    return f"{h:.0f}" if h >= 100 else style.fmt(h)
 
 
 def legend_handles(entries, with_needed):

@@ -55,6 +55,7 @@ def draw_singular_values(ax, series):
 
 
 BULK_QUANTILE = 0.9   # the eigenvalue axes frame this share of |λ| (and the unit circle)
+OUTLIER_FACTOR = 2.0  # ... unless framing them all takes at most this factor more
 UNIT_CIRCLE = dict(color="#000000", ls=":", lw=1.2)  # not the dashed grey of σ = 1 beside it
 
 
@@ -68,7 +69,7 @@ def eigen_limit(radii):
         return 1.08
     everything = max(1.0, float(radii.max())) * 1.08
     bulk = max(1.0, float(np.quantile(radii, BULK_QUANTILE))) * 1.15
-    return everything if everything <= bulk * 1.3 else bulk
+    return everything if everything <= bulk * OUTLIER_FACTOR else bulk
 
 
 def draw_eigenvalues(ax, series):

@@ -114,22 +114,24 @@ MIN_LOG_SPAN = 2.0  # a log axis spans at least this factor: a flat curve must l
 # tick mantissas per decade, coarse to fine: the coarsest giving 3+ ticks in view is used
 TICK_MANTISSAS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0),
                   (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
-COVER_SLACK = 1.15  # an end tick within this factor of the axis end counts as covering it
 
 
-def nice_log_ticks(low, high):
-    """Plain-number ticks for a log axis from ``low`` to ``high`` (both > 0): at least three in
-    view, and one at or just beyond each end, so every value drawn lies between two ticks."""
-    lo_exp, hi_exp = math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1
+def nice_log_ticks(low, high, cover=None):
+    """Plain-number ticks for a log axis from ``low`` to ``high`` (both > 0): the coarsest
+    mantissas that put at least three in view, plus one more at each end where needed so that
+    the ticks reach ``cover`` (the data's (min, max); default: ``low``, ``high``) on both sides."""
+    cover_low, cover_high = cover or (low, high)
+    lo_exp = math.floor(math.log10(min(low, cover_low))) - 1
+    hi_exp = math.ceil(math.log10(max(high, cover_high))) + 1
     for mantissas in TICK_MANTISSAS:
         candidates = sorted(m * 10.0 ** k for k in range(lo_exp, hi_exp + 1) for m in mantissas)
         inside = [c for c in candidates if low <= c <= high]
         if len(inside) < 3 and mantissas is not TICK_MANTISSAS[-1]:
             continue
-        if not inside or inside[0] > low * COVER_SLACK:
-            inside.insert(0, max(c for c in candidates if c < low))
-        if inside[-1] < high / COVER_SLACK:
-            inside.append(min(c for c in candidates if c > high))
+        if not inside or inside[0] > cover_low * (1 + 1e-9):
+            inside.insert(0, max(c for c in candidates if c <= cover_low * (1 + 1e-9)))
+        if inside[-1] < cover_high * (1 - 1e-9):
+            inside.append(min(c for c in candidates if c >= cover_high * (1 - 1e-9)))
         return inside
     raise AssertionError("unreachable: the finest mantissas always return")
 
@@ -146,7 +148,7 @@ def plain_log_labels(ax, min_factor=MIN_LOG_SPAN):
     """Make a log y axis readable at any span: at least ``min_factor`` tall (an orthogonal
     matrix's singular values, all 1 ± 1e-7, must not fill the axis and look like a decay),
     and, below three decades, plain-number ticks (0.2, 0.3, 0.5, 1) with one at or beyond
-    each end of the axis. Wider axes keep matplotlib's decade ticks."""
+    each end of what is drawn. Wider axes keep matplotlib's decade ticks."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     low, high = ax.get_ylim()
@@ -156,7 +158,9 @@ def plain_log_labels(ax, min_factor=MIN_LOG_SPAN):
     if high / low > 1e3:
         ax.set_ylim(low, high)
         return
-    ticks = nice_log_ticks(low, high)
+    data_low, data_high = ax.dataLim.intervaly  # what is drawn, before the axis margins
+    cover = (data_low, data_high) if 0 < data_low <= data_high < math.inf else None
+    ticks = nice_log_ticks(low, high, cover)
     ax.set_ylim(min(low, ticks[0]), max(high, ticks[-1]))
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
