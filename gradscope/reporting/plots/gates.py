@@ -18,8 +18,8 @@ def saturation_note(low, high, threshold=DEFAULT_SATURATION_SHARE):
     largest = float(shares.max())
     if largest == 0:
         return "no saturation: no activation of any gate is within 0.05 of a bound"
-    share = f"{largest:.1%}" if largest >= 0.001 else "under 0.1%"
-    return f"no saturation: at most {share} of a gate's activations are near a bound (threshold {threshold:.0%})"
+    share = f"at most {largest:.1%}" if largest >= 0.001 else "under 0.1%"
+    return f"no saturation: {share} of any gate's activations near a bound (threshold {threshold:.0%})"
 
 
 def figures(run):

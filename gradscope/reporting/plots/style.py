@@ -128,10 +128,13 @@ def nice_log_ticks(low, high, cover=None):
         inside = [c for c in candidates if low <= c <= high]
         if len(inside) < 3 and mantissas is not TICK_MANTISSAS[-1]:
             continue
+        # an end tick added to reach the data may come from 1-2-5 as well: decades alone would
+        # stretch an axis that stops at 1.04 up to 10
+        ends = sorted(set(candidates) | {m * 10.0 ** k for k in range(lo_exp, hi_exp + 1) for m in (1, 2, 5)})
         if not inside or inside[0] > cover_low * (1 + 1e-9):
-            inside.insert(0, max(c for c in candidates if c <= cover_low * (1 + 1e-9)))
+            inside.insert(0, max(c for c in ends if c <= cover_low * (1 + 1e-9)))
         if inside[-1] < cover_high * (1 - 1e-9):
-            inside.append(min(c for c in candidates if c >= cover_high * (1 - 1e-9)))
+            inside.append(min(c for c in ends if c >= cover_high * (1 - 1e-9)))
         return inside
     raise AssertionError("unreachable: the finest mantissas always return")
 
