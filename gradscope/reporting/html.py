@@ -53,9 +53,12 @@ figcaption { color: var(--muted); font-size: 14px; margin-top: 6px; max-width: 9
 figcaption b { color: var(--fg); }
 .table-wrap { overflow-x: auto; margin: 8px 0 20px; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: right; white-space: nowrap; }
-th { background: var(--soft); position: sticky; top: 0; }
-td.text, th.text { text-align: left; max-width: 320px; overflow: hidden; text-overflow: ellipsis; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: right; white-space: nowrap; }
+/* headers wrap between words (a number column is as wide as its numbers, not its name), so a
+   summary of many columns fits the page instead of hiding its last ones behind a scroll bar */
+th { background: var(--soft); position: sticky; top: 0; white-space: normal; vertical-align: bottom;
+     overflow-wrap: normal; }
+td.text, th.text { text-align: left; max-width: 240px; overflow: hidden; text-overflow: ellipsis; }
 td.verdict-healthy { color: var(--ok); font-weight: 600; }
 td.verdict-vanishing, td.verdict-exploding, td.verdict-nonfinite { color: var(--err); font-weight: 600; }
 .math { font-family: ui-monospace, Menlo, Consolas, monospace; background: var(--soft); padding: 10px 14px;

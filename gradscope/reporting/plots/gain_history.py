@@ -46,17 +46,26 @@ def lines(run, with_run_name):
         label = (run_part_label(run, module, int(layer), direction) if with_run_name
                  else part_label(module, int(layer), direction, run.meta))
         out.append((label, part["step"].to_numpy(), part["gain"].to_numpy(dtype=float),
-                    needed_gain(run, module, int(layer), direction)))
+                    needed_gain(run, module, int(layer), direction), (int(layer), direction)))
     return out
+
+
+def line_look(layer, direction, points):
+    """Line style and marker by layer, hollow markers for the reverse direction: colours
+    belong to runs (or parts), so the layers of one run must differ in something else."""
+    marker = style.LAYER_MARKERS[layer % len(style.LAYER_MARKERS)]
+    return dict(ls=style.LAYER_LINES[layer % len(style.LAYER_LINES)], marker=marker,
+                markevery=max(1, points // 25), ms=4 if marker != "o" else 3.5,
+                mfc="white" if direction == "reverse" else None)
 
 
 def draw(entries, colors, title):
     fig, axes = style.new_figure(1, 1, width=8.0, height=3.8)
     ax = axes[0, 0]
     needed_drawn = set()
-    for (label, steps, gains, needed), color in zip(entries[:MAX_LINES], colors):
+    for (label, steps, gains, needed, (layer, direction)), color in zip(entries[:MAX_LINES], colors):
         ax.plot(steps, np.where(gains > 0, gains, np.nan), color=color, lw=1.6,
-                marker=style.marker_for(gains), ms=3, label=style.text(label))
+                label=style.text(label), **line_look(layer, direction, len(steps)))
         if np.isfinite(needed) and round(needed, 4) not in needed_drawn and len(needed_drawn) < 3:
             needed_drawn.add(round(needed, 4))
             ax.axhline(needed, color="#555555", ls=":", lw=1.4,
@@ -88,12 +97,13 @@ def figures(run):
 def compare_figures(runs):
     entries, colors = [], []
     for i, run in enumerate(runs):
-        for label, steps, gains, needed in lines(run, with_run_name=True):
-            entries.append((label, steps, gains, needed))
+        for entry in lines(run, with_run_name=True):
+            entries.append(entry)
             colors.append(style.series_color(i))
     if not entries:
         return
     fig = draw(entries, colors, "Per-step gain over training, runs overlaid")
     yield Plot("gain-history", "compare", "Gain over training, runs overlaid",
                "The per-step gain of each run's layers at each recorded training step (one colour per "
-               "run); dotted: the gain each needs to reach back its needed horizon.", fig)
+               "run; the line style and marker tell the layers apart, hollow markers the reverse direction); "
+               "dotted: the gain each needs to reach back its needed horizon.", fig)

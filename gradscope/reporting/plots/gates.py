@@ -10,6 +10,18 @@ MAX_ROWS = 40
 DEFAULT_SATURATION_SHARE = 0.5  # Rules.saturation_share default; drawn as a guide
 
 
+def saturation_note(low, high, threshold=DEFAULT_SATURATION_SHARE):
+    """Words for a chart whose bars are all short: without them an empty chart looks broken."""
+    shares = np.concatenate([np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=0.0)])
+    if not len(shares) or shares.max() >= threshold:
+        return None
+    largest = float(shares.max())
+    if largest == 0:
+        return "no saturation: no activation of any gate is within 0.05 of a bound"
+    share = f"at most {largest:.1%}" if largest >= 0.001 else "under 0.1%"
+    return f"no saturation: {share} of any gate's activations near a bound (threshold {threshold:.0%})"
+
+
 def figures(run):
     rows = run.gates
     if rows.empty:
@@ -20,7 +32,7 @@ def figures(run):
     grouped = grouped.head(MAX_ROWS)
     labels = [style.text(f"{part_label(m, int(l), d, run.meta)} · {g} ({a})")
               for m, l, d, g, a in grouped[["module", "layer", "direction", "gate", "activation"]].itertuples(index=False)]
-    low = grouped["low"].to_numpy(dtype=float)
+    low = np.nan_to_num(grouped["low"].to_numpy(dtype=float), nan=0.0)
     high = np.nan_to_num(grouped["high"].to_numpy(dtype=float), nan=0.0)
     y = np.arange(len(grouped))
     fig, axes = style.new_figure(1, 1, width=9.0, height=1.6 + 0.34 * len(grouped), flexible=True)
@@ -35,6 +47,10 @@ def figures(run):
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of activations within 0.05 of a bound (0–1)")
     ax.grid(True, axis="x", alpha=0.3)
+    note = saturation_note(low, high)
+    if note:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+                color="#1e7e34", bbox=dict(facecolor="white", alpha=0.9, edgecolor="#a8dab5", pad=4))
     fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(style.text(f"{run.name}: gate saturation (training step {step})"), fontsize=11)
     yield Plot("gates", "run", "Gate saturation",

@@ -54,29 +54,54 @@ def draw_singular_values(ax, series):
     ax.grid(True, alpha=0.3)
 
 
+BULK_QUANTILE = 0.9   # the eigenvalue axes frame this share of |λ| (and the unit circle)
+OUTLIER_FACTOR = 2.0  # ... unless framing them all takes at most this factor more
+UNIT_CIRCLE = dict(color="#000000", ls=":", lw=1.2)  # not the dashed grey of σ = 1 beside it
+
+
+def eigen_limit(radii):
+    """Half-width of the eigenvalue axes: around the bulk (the BULK_QUANTILE of |λ|, and the
+    unit circle), so a few large outliers do not squash the cluster; when the largest is close
+    to the bulk anyway, around all of them."""
+    radii = np.asarray(radii, dtype=float)
+    radii = radii[np.isfinite(radii)]
+    if not len(radii):
+        return 1.08
+    everything = max(1.0, float(radii.max())) * 1.08
+    bulk = max(1.0, float(np.quantile(radii, BULK_QUANTILE))) * 1.15
+    return everything if everything <= bulk * OUTLIER_FACTOR else bulk
+
+
 def draw_eigenvalues(ax, series):
-    drawn = False
-    radius = 1.0
-    for label, color, values in series:
-        values = np.asarray(values, dtype=complex)
-        values = values[np.isfinite(values)]
-        if not len(values):
-            continue
-        ax.scatter(values.real, values.imag, s=12, color=color, alpha=0.75, label=style.text(label),
-                   edgecolors="none")
-        radius = max(radius, float(np.max(np.abs(values))))
-        drawn = True
-    if not drawn:
+    points = [(label, color, v[np.isfinite(v)]) for label, color, v in
+              ((label, color, np.asarray(values, dtype=complex)) for label, color, values in series)]
+    points = [p for p in points if len(p[2])]
+    if not points:
         style.empty_note(ax, "no eigenvalues (block not square)")
         return
+    lim = eigen_limit(np.abs(np.concatenate([v for _, _, v in points])))
+    beyond = []
+    for label, color, values in points:
+        inside = (np.abs(values.real) <= lim) & (np.abs(values.imag) <= lim)
+        ax.scatter(values.real[inside], values.imag[inside], s=12, color=color, alpha=0.75,
+                   label=style.text(label), edgecolors="none")
+        if (~inside).any():  # outliers sit on the edge, hollow, where they lie beyond it
+            out = values[~inside]
+            ax.scatter(np.clip(out.real, -lim, lim), np.clip(out.imag, -lim, lim), s=22, marker="D",
+                       facecolors="white", edgecolors=color, linewidths=1.2, clip_on=False, zorder=4)
+            beyond.append(out)
     angle = np.linspace(0, 2 * np.pi, 361)
-    ax.plot(np.cos(angle), np.sin(angle), color=style.ZERO_LINE, ls="--", lw=1, label="unit circle")
-    lim = radius * 1.08
+    ax.plot(np.cos(angle), np.sin(angle), label="unit circle", **UNIT_CIRCLE)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal", adjustable="box")
     ax.axhline(0, color="#cccccc", lw=0.6)
     ax.axvline(0, color="#cccccc", lw=0.6)
+    if beyond:
+        out = np.concatenate(beyond)
+        ax.text(0.02, 0.02, f"◇ on the edge: {len(out)} beyond the axes, |λ| up to {np.abs(out).max():.3g}",
+                transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color="#444444",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))
     ax.set_xlabel("Re λ")
     ax.set_ylabel("Im λ")
 
@@ -117,8 +142,9 @@ def figures(run):
                    "Left: singular values of each gate's recurrent weight block, largest first. For a "
                    "tanh RNN, σ_max < 1 is enough for the gradient to vanish (Pascanu et al. 2013); "
                    "σ_max > 1 is needed for it to explode. Right: eigenvalues on the complex plane; "
-                   "those outside the dashed unit circle grow under repetition. For gated cells the "
-                   "gates decide more than the weights: read the measured gain too.",
+                   "those outside the dotted unit circle grow under repetition; the axes frame the bulk, "
+                   "and hollow diamonds on the edge stand for eigenvalues beyond it. For gated cells "
+                   "the gates decide more than the weights: read the measured gain too.",
                    fig)
 
 
@@ -149,4 +175,5 @@ def compare_figures(runs):
     style.title(fig, "Recurrent weight spectra, runs side by side (last recorded step)")
     yield Plot("spectrum", "compare", "Recurrent weight spectra, runs side by side",
                "Top: singular values per gate of each run's first recurrent layer; bottom: its "
-               "eigenvalues against the unit circle.", fig)
+               "eigenvalues against the dotted unit circle (hollow diamonds on the edge: eigenvalues "
+               "beyond the axes, which frame the bulk).", fig)

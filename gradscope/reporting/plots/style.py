@@ -23,6 +23,11 @@ SERIES = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
           "#17becf", "#7f7f7f", "#bcbd22")
 
 
+# one line style and marker per layer, where colour already means the run
+LAYER_LINES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
+LAYER_MARKERS = ("o", "s", "^", "D")
+
+
 def series_color(index):
     return SERIES[index % len(SERIES)]
 
@@ -37,7 +42,6 @@ def text(value):
 # same as matplotlib's constrained layout at half the drawing time
 LEFT, RIGHT, BOTTOM, TOP = 0.95, 0.3, 0.6, 0.75
 WGAP, HGAP = 1.0, 0.85
-LEGEND_ROW_HEIGHT = 0.22  # inches per row of a figure-wide legend (fontsize 8)
 
 
 def new_figure(rows=1, cols=1, width=None, height=None, right=RIGHT, flexible=False, **subplot_kw):
@@ -63,10 +67,27 @@ def title(fig, words):
     fig.suptitle(words, fontsize=11, y=1 - 0.12 / h, va="top")
 
 
+LEGEND_TOP = 0.47     # inches from the top edge to a figure legend: just under the title
+LEGEND_GAP = 0.12     # inches between the legend and the panels
+AXES_TITLE = 0.3      # inches a panel's own title needs above the panel
+
+
+def renderer(fig):
+    """The figure's Agg renderer, to measure text before saving (the figure gets its own Agg
+    canvas if it has none: nothing global is touched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()
+
+
 def figure_legend(fig, axes_list):
     """One legend for the whole figure, under the title, so a legend never covers data: the
-    entries of every axes, each label once, in as many rows as the figure's width needs (the
-    figure grows taller by those rows; the panels keep their size)."""
+    entries of every axes, each label once, in as many rows as the figure's width needs. The
+    legend is measured and the figure grows by exactly its height (the panels keep their size),
+    so there is no empty band between legend and panels."""
+    axes_list = list(axes_list)
     entries = {}
     for ax in axes_list:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -76,39 +97,82 @@ def figure_legend(fig, axes_list):
     w, h = fig.get_size_inches()
     widest = max(len(label) for label in entries) * 0.062 + 0.75  # inches at fontsize 8
     ncol = max(1, min(len(entries), int((w - 0.4) // widest)))
-    rows = -(-len(entries) // ncol)
+    legend = fig.legend(list(entries.values()), list(entries.keys()), loc="upper center",
+                        bbox_to_anchor=(0.5, 1 - LEGEND_TOP / h), ncol=ncol, frameon=False, fontsize=8)
+    height = legend.get_window_extent(renderer(fig)).height / fig.dpi
+    titled = any(ax.get_visible() and ax.axison and ax.get_title() for ax in axes_list)
     top_now, bottom = (1 - fig.subplotpars.top) * h, fig.subplotpars.bottom * h
-    top = TOP + LEGEND_ROW_HEIGHT * rows + 0.1
+    top = max(top_now, LEGEND_TOP + height + LEGEND_GAP + (AXES_TITLE if titled else 0.0))
     new_h = h - top_now + top
     fig.set_size_inches(w, new_h)
     fig.subplots_adjust(top=1 - top / new_h, bottom=bottom / new_h)
-    return fig.legend(list(entries.values()), list(entries.keys()), loc="upper center",
-                      bbox_to_anchor=(0.5, 1 - (TOP - 0.28) / new_h), ncol=ncol, frameon=False, fontsize=8)
+    legend.set_bbox_to_anchor((0.5, 1 - LEGEND_TOP / new_h), transform=fig.transFigure)
+    return legend
 
 
-def plain_log_labels(ax):
-    """On a log axis spanning less than a decade, evenly spaced ticks labelled as plain
-    numbers (1.2, 1.4) instead of sparse 1.2×10^0-style labels that are hard to read."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+MIN_LOG_SPAN = 2.0  # a log axis spans at least this factor: a flat curve must look flat
+# tick mantissas per decade, coarse to fine: the coarsest giving 3+ ticks in view is used
+TICK_MANTISSAS = ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0),
+                  (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
+
+
+def nice_log_ticks(low, high, cover=None):
+    """Plain-number ticks for a log axis from ``low`` to ``high`` (both > 0): the coarsest
+    mantissas that put at least three in view, plus one more at each end where needed so that
+    the ticks reach ``cover`` (the data's (min, max); default: ``low``, ``high``) on both sides."""
+    cover_low, cover_high = cover or (low, high)
+    lo_exp = math.floor(math.log10(min(low, cover_low))) - 1
+    hi_exp = math.ceil(math.log10(max(high, cover_high))) + 1
+    for mantissas in TICK_MANTISSAS:
+        candidates = sorted(m * 10.0 ** k for k in range(lo_exp, hi_exp + 1) for m in mantissas)
+        inside = [c for c in candidates if low <= c <= high]
+        if len(inside) < 3 and mantissas is not TICK_MANTISSAS[-1]:
+            continue
+        # an end tick added to reach the data may come from 1-2-5 as well: decades alone would
+        # stretch an axis that stops at 1.04 up to 10
+        ends = sorted(set(candidates) | {m * 10.0 ** k for k in range(lo_exp, hi_exp + 1) for m in (1, 2, 5)})
+        if not inside or inside[0] > cover_low * (1 + 1e-9):
+            inside.insert(0, max(c for c in ends if c <= cover_low * (1 + 1e-9)))
+        if inside[-1] < cover_high * (1 - 1e-9):
+            inside.append(min(c for c in ends if c >= cover_high * (1 - 1e-9)))
+        return inside
+    raise AssertionError("unreachable: the finest mantissas always return")
+
+
+def log_span(low, high, min_factor=MIN_LOG_SPAN):
+    """(low, high) widened about its geometric centre to span at least ``min_factor``."""
+    if high / low >= min_factor:
+        return low, high
+    centre, half = math.sqrt(low * high), math.sqrt(min_factor)
+    return centre / half, centre * half
+
+
+def plain_log_labels(ax, min_factor=MIN_LOG_SPAN):
+    """Make a log y axis readable at any span: at least ``min_factor`` tall (an orthogonal
+    matrix's singular values, all 1 ± 1e-7, must not fill the axis and look like a decay),
+    and, below three decades, plain-number ticks (0.2, 0.3, 0.5, 1) with one at or beyond
+    each end of what is drawn. Wider axes keep matplotlib's decade ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     low, high = ax.get_ylim()
-    if low > 0 and high / low < 8:
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.yaxis.set_minor_locator(NullLocator())
+    if not (low > 0 and high > low and math.isfinite(high)):
+        return
+    low, high = log_span(low, high, min_factor)
+    if high / low > 1e3:
+        ax.set_ylim(low, high)
+        return
+    data_low, data_high = ax.dataLim.intervaly  # what is drawn, before the axis margins
+    cover = (data_low, data_high) if 0 < data_low <= data_high < math.inf else None
+    ticks = nice_log_ticks(low, high, cover)
+    ax.set_ylim(min(low, ticks[0]), max(high, ticks[-1]))
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def ratio_ticks(ax):
-    """Ticks 0.1, 0.2, 0.5, 1, 2, 5 ... as plain numbers, for a log axis of factors near 1."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
-    low, high = ax.get_ylim()
-    if low > 0 and high / low < 8:
-        plain_log_labels(ax)
-        return
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_locator(NullLocator())
+    """Ticks for a log axis of factors near 1 (gains): plain numbers covering the data."""
+    plain_log_labels(ax)
 
 
 def colorbar(fig, mappable, label):
@@ -162,3 +226,46 @@ def empty_note(ax, message):
             color=ZERO_LINE, fontsize=9, wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+UNDERFLOW_LABEL = "exactly 0 (below the float range)"
+
+
+def zero_positions(x, values):
+    """The x where a curve that is positive elsewhere is exactly 0: on a log axis the line just
+    stops there (float32 underflows below ~1e-45), so they are marked instead."""
+    x, values = np.asarray(x), np.asarray(values, dtype=float)
+    if not len(positive_finite(values)):
+        return x[:0]
+    return x[values == 0]
+
+
+def span_words(x):
+    """``t ≤ 26``, ``t ≥ 80``, ``t 3–9`` or ``5 t`` for the marked positions."""
+    x = np.sort(np.asarray(x))
+    if len(x) == 1:
+        return f"t = {x[0]}"
+    if len(x) == x[-1] - x[0] + 1:
+        return f"t {x[0]}–{x[-1]}"
+    return f"{len(x)} t"
+
+
+def mark_zeros(ax, x, values, color):
+    """Triangles along the bottom edge at each x where the curve is exactly 0 (drawn outside the
+    data limits, so they do not stretch the log axis). Returns the marked x."""
+    from matplotlib.transforms import blended_transform_factory
+
+    zeros = zero_positions(x, values)
+    if len(zeros):
+        ax.plot(zeros, np.full(len(zeros), 0.015), ls="none", marker="v", ms=5, color=color,
+                transform=blended_transform_factory(ax.transData, ax.transAxes), clip_on=False,
+                zorder=5)
+    return zeros
+
+
+def zero_note(ax, words):
+    """The words for ``mark_zeros``' triangles, bottom left above them (``words``: one per curve)."""
+    if words:
+        ax.text(0.01, 0.06, "▼ " + UNDERFLOW_LABEL + ": " + "; ".join(words), transform=ax.transAxes,
+                ha="left", va="bottom", fontsize=7, color="#444444",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))

@@ -62,6 +62,9 @@ def _draw_panel(ax, last, history):
             zero_notes.append(f"{label.split(' ')[0]} = 0 at {zeros}/{len(values)} t")
         ax.plot(t, values, color=color, lw=width, ls=line, zorder=z, marker=style.marker_for(values),
                 ms=3, label=label)
+        if column == "grad_norm":
+            zeros = style.mark_zeros(ax, t, values, color)
+            style.zero_note(ax, [f"total at {style.span_words(zeros)}"] if len(zeros) else [])
     bad = curve.loc[curve["nonfinite"] > 0, "t"].to_numpy()
     for i, tb in enumerate(bad[:200]):
         ax.axvline(tb, color="#e7298a", alpha=0.5, lw=1.2, label="NaN/Inf at this t" if i == 0 else None)
@@ -74,6 +77,18 @@ def _draw_panel(ax, last, history):
         ax.text(0.01 if forward else 0.99, 0.98, "; ".join(zero_notes), transform=ax.transAxes,
                 ha="left" if forward else "right", va="top", fontsize=7, color=style.ZERO_LINE,
                 bbox=dict(facecolor="white", alpha=0.75, edgecolor="none", pad=1.5))
+    return band is not None
+
+
+def caption(banded):
+    """What the figure shows, naming the grey band only where one is drawn (2+ sampled steps)."""
+    band = (" The grey band is the 10–90% range of the total over the sampled training steps."
+            if banded else "")
+    return ("Norm of ∂L/∂h_t at each time step t of the last recorded training step (mean over "
+            "calls): total = carried + direct. A total that falls steeply going back in time is "
+            "a vanishing gradient; one that grows is exploding." + band + " Magenta lines mark "
+            "NaN/Inf; triangles on the bottom edge mark t where the total is exactly 0 (below the "
+            "float range), where the line on a log axis would just stop.")
 
 
 def figures(run):
@@ -88,6 +103,7 @@ def figures(run):
         hist = run.history[run.history["module"] == module]
         grid = panels(part, module)
         fig, axes = style.new_figure(len(grid), len(grid[0]))
+        banded = False
         for r, row in enumerate(grid):
             for c, (layer, direction, state) in enumerate(row):
                 ax = axes[r, c]
@@ -95,18 +111,13 @@ def figures(run):
                 if sel.empty:
                     style.empty_note(ax, "not recorded")
                     continue
-                _draw_panel(ax, sel, select(hist, layer, direction, state))
+                banded |= _draw_panel(ax, sel, select(hist, layer, direction, state))
                 ax.set_ylabel(y_label(state))
                 ax.set_title(style.text(panel_title(module, layer, direction, state, run.meta)), fontsize=10)
                 draw_flow_hint(ax, direction)
         style.figure_legend(fig, axes.flat)
         style.title(fig, style.text(f"{module_label(module)}: gradient norm per time step (training step {step})"))
-        yield Plot("timesteps", module, f"Gradient per time step — {module_label(module)}",
-                   "Norm of ∂L/∂h_t at each time step t of the last recorded training step (mean over "
-                   "calls): total = carried + direct. A total that falls steeply going back in time is "
-                   "a vanishing gradient; one that grows is exploding. The grey band is the 10–90% "
-                   "range of the total over the sampled training steps; magenta lines mark NaN/Inf.",
-                   fig)
+        yield Plot("timesteps", module, f"Gradient per time step — {module_label(module)}", caption(banded), fig)
 
 
 def compare_figures(runs):
@@ -123,6 +134,7 @@ def compare_figures(runs):
     directions = [d for d in ("forward", "reverse") if any(k[1] == d for k in keys)]
     fig, axes = style.new_figure(len(layers), len(directions), width=6.0)
     used = set()
+    zero_words = {}  # (row, col) -> words for the curves that hit exactly 0
     for i, run in enumerate(runs):
         rows = run.last
         if rows.empty:
@@ -140,6 +152,9 @@ def compare_figures(runs):
                     axes[r, c].plot(curve["t"], values, color=style.series_color(i), lw=1.8,
                                     ls=("-", "--", ":", "-.")[m_index % 4],
                                     marker=style.marker_for(values), ms=3, label=style.text(label))
+                    zeros = style.mark_zeros(axes[r, c], curve["t"], values, style.series_color(i))
+                    if len(zeros):
+                        zero_words.setdefault((r, c), []).append(f"{style.text(label)} at {style.span_words(zeros)}")
                     used.add((r, c))
     for r, layer in enumerate(layers):
         for c, direction in enumerate(directions):
@@ -153,10 +168,13 @@ def compare_figures(runs):
             ax.set_ylabel(y_label("h"))
             ax.grid(True, alpha=0.3)
             draw_flow_hint(ax, direction)
+            style.zero_note(ax, zero_words.get((r, c), []))
     style.hide_unused(axes, used)
     style.figure_legend(fig, axes.flat)
     style.title(fig, "Total gradient norm per time step, runs overlaid (last recorded step of each)")
     yield Plot("timesteps", "compare", "Gradient per time step, runs overlaid",
                "Total norm of ∂L/∂h_t per time step for each run, on the same log axis. The slope "
-               "going back in time is the per-step gain: flat keeps the gradient, falling loses it.",
+               "going back in time is the per-step gain: flat keeps the gradient, falling loses it. "
+               "Triangles on the bottom edge, in the run's colour, mark t where its total is exactly 0 "
+               "(below the float range).",
                fig)
