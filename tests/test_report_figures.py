@@ -89,7 +89,7 @@ def bar_tops(ax):
 def test_gain_bars_show_the_latest_step_the_verdict_follows_and_mark_the_pooled_value(improving_runs):
     weak, improving = improving_runs
     latest = improving.diagnosis.per_step().sort_values("step").iloc[-1]
-    pooled = float(improving.summary["gain"].iloc[0])
+    pooled = float(improving.summary["gain_pooled"].iloc[0])
     assert improving.summary["verdict"].iloc[0] == latest["verdict"] == "healthy"
     assert pooled < float(latest["gain"]) - 0.05  # the case of issue 15 item 8
     plot = one_plot(gain.compare_figures, improving_runs)
@@ -98,7 +98,7 @@ def test_gain_bars_show_the_latest_step_the_verdict_follows_and_mark_the_pooled_
     assert bar_tops(horizon_ax)[1] == pytest.approx(min(float(latest["horizon"]), horizon_ax.get_ylim()[1]))
     pooled_marks = [line for line in gain_ax.lines if line.get_marker() == "D"]
     assert [m.get_ydata()[0] for m in pooled_marks] == pytest.approx(
-        [float(weak.summary["gain"].iloc[0]), pooled])
+        [float(weak.summary["gain_pooled"].iloc[0]), pooled])
     assert "latest recorded step" in plot.caption and "pooled" in plot.caption
 
 

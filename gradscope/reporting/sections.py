@@ -20,7 +20,8 @@ SUMMARY_LABELS = {"gain": "gain (×/step)", "horizon": "horizon (steps)", "seq_l
                   "verdict_step": "at step", "gain_pooled": "gain, all steps",
                   "horizon_pooled": "horizon, all steps", "flips": "verdict changes"}
 SUMMARY_HIDE = ("horizon_extrapolated", "method", "first_verdict", "last_verdict", "pairs",
-                "max_grad_norm_pooled", "pairs_pooled")
+                "max_grad_norm_pooled", "pairs_pooled",
+                "flips", "steps")  # the verdict_flips finding and the facts line above say these
 SUMMARY_FIRST = ("run", "module", "layer", "direction", "cell", "verdict", "verdict_step")  # the verdict stays in view
 
 

@@ -21,39 +21,28 @@ POOLED_MARK = dict(marker="D", ms=5, mfc="white", mec="#000000", mew=1.2, ls="no
 VERDICT_SIGN = {"healthy": "✓"}  # every other verdict gets ✗
 
 
-def latest_steps(run):
-    """Per (module, layer, direction): the per-step row of the latest recorded step."""
-    frame = getattr(run.diagnosis, "per_step", None)
-    rows = frame() if callable(frame) else None
-    if rows is None or rows.empty or "step" not in rows:
-        return {}
-    last = rows.sort_values("step").groupby(["module", "layer", "direction"], sort=False).tail(1)
-    return {(r["module"], int(r["layer"]), r["direction"]): r for r in last.to_dict("records")}
-
-
 def bars(runs, with_run_name):
     """One entry per summary row (module, layer, direction) of each run: ``gain``/``horizon``
-    are what the verdict rests on (``basis`` says which: the latest step's or, where the
-    verdict does not follow it, all steps pooled), ``pooled_*`` the values over all steps."""
+    are what the verdict rests on (``basis`` says which: the step named in the summary's
+    ``verdict_step``, or all steps pooled where that step had no measurable gain),
+    ``pooled_*`` the values over all steps."""
     out = []
     for i, run in enumerate(runs):
         summary = run.summary
         if summary.empty or "gain" not in summary:
             continue
-        latest = latest_steps(run)
         for part, row in enumerate(summary.to_dict("records")):
             module, layer = row.get("module", ""), int(row.get("layer", 0))
             direction = row.get("direction", "forward")
             label = bar_label(run, module, layer, direction, with_run_name).replace(" · ", "\n")
-            verdict = str(row.get("verdict", ""))
-            last = latest.get((module, layer, direction))
-            on_latest = last is not None and str(last.get("verdict")) == verdict
-            source = last if on_latest else row
-            out.append(dict(label=label, run=i, part=part, verdict=verdict,
-                            basis="latest" if on_latest else "pooled",
-                            step=int(last["step"]) if on_latest else None,
-                            gain=_num(source.get("gain")), horizon=_num(source.get("horizon")),
-                            pooled_gain=_num(row.get("gain")), pooled_horizon=_num(row.get("horizon")),
+            step = _num(row.get("verdict_step"))
+            on_step = np.isfinite(step)
+            out.append(dict(label=label, run=i, part=part, verdict=str(row.get("verdict", "")),
+                            basis="latest" if on_step else "pooled",
+                            step=int(step) if on_step else None,
+                            gain=_num(row.get("gain")), horizon=_num(row.get("horizon")),
+                            pooled_gain=_num(row.get("gain_pooled", row.get("gain"))),
+                            pooled_horizon=_num(row.get("horizon_pooled", row.get("horizon"))),
                             steps=int(_num(row.get("steps")) if np.isfinite(_num(row.get("steps"))) else 1),
                             seq=_num(row.get("seq_len")), needed=_num(row.get("required_horizon"))))
     return out[:MAX_BARS]
