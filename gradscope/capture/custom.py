@@ -30,9 +30,10 @@ class CellCall:
     """One call of a custom cell: the shapes of the tensors it returned and, once known,
     which of them are its states."""
 
-    def __init__(self, ctx, name, record, shapes, previous):
+    def __init__(self, ctx, name, label, record, shapes, previous):
         self.ctx = ctx
         self.name = name
+        self.label = label  # how warnings name the cell
         self.record = record
         self.shapes = shapes  # per returned tensor (distinct, in the order returned)
         self.previous = previous  # the call this one continues, or None
@@ -49,8 +50,8 @@ class CellCall:
             self.states = {}
             self.ctx.step.drop_call(self.record)
             self.ctx.warn(("custom-ambiguous", self.name), (
-                f"gradscope: cannot tell which of the {len(self.shapes)} tensors that cells={self.name!r} returns "
-                "is its state (no later call received one of them); this call is not recorded. Pass the "
+                f"gradscope: cannot tell which of the {len(self.shapes)} tensors the custom cell {self.label} "
+                "returns is its state (no later call received one of them); this call is not recorded. Pass the "
                 "returned state back to the next call, or return only the state."))
             return self.states
         self.states = {k: STATE_NAMES[i] for i, k in enumerate(sorted(slots))}
@@ -91,14 +92,15 @@ def _batch(shape):
 def exact_custom_forward(ctx, name, module, original, args, kwargs):
     if name in ctx.step.spoiled:
         return original(*args, **kwargs)
+    label = f"{name!r} ({type(module).__name__})" if name else type(module).__name__
     input_ids = {id(t) for t in _tensors(args) + _tensors(kwargs)}
     try:
         args, kwargs, previous = _continue_sequence(ctx, name, args, kwargs)
     except Ambiguous as why:
         ctx.step.spoiled.add(name)
         ctx.warn(("custom-ambiguous", name), (
-            f"gradscope: cannot tell which state cells={name!r} continues: {why}; its numbers of this "
-            "step are not recorded. Call the cell once per time step with the state it returned."))
+            f"gradscope: cannot tell which state the custom cell {label} continues: {why}; its numbers "
+            "of this step are not recorded. Call the cell once per time step with the state it returned."))
         return original(*args, **kwargs)
     out = original(*args, **kwargs)
     returned = []
@@ -120,7 +122,7 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
     first = returned[0]
     record = CallRecord(name, type(module).__name__, call_index, t_offset, [_batch(first.shape)], 1,
                         ("forward",), {}, first.device)
-    call = CellCall(ctx, name, record, [tuple(t.shape) for t in returned], previous)
+    call = CellCall(ctx, name, label, record, [tuple(t.shape) for t in returned], previous)
     record.cell_call = call
     ctx.add_call(record)
     for index, tensor in enumerate(returned):
@@ -132,37 +134,19 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
 def _continue_sequence(ctx, name, args, kwargs):
     """Add a zero probe to every input that a previous call of this cell returned; return the
     new inputs and that previous call (None: a new sequence)."""
-    found = {}  # id(tensor) -> (link, probed tensor)
-
-    def swap(value):
-        if isinstance(value, torch.Tensor):
-            link = ctx.links.get(value)
-            if link is None or link.record.module != name or getattr(link.record, "cell_call", None) is None:
-                return value
-            if id(value) not in found:
-                probe = torch.zeros_like(value, requires_grad=True)
-                call, index = link.record.cell_call, link.state
-                ctx.hook(probe, lambda g: call.gradient(index, "carried", g))
-                link.record.probe_leaves.append(weakref.ref(probe))
-                found[id(value)] = (link, value + probe)
-            return found[id(value)][1]
-        if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
-            return type(value)(*[swap(v) for v in value])
-        if isinstance(value, (tuple, list)):
-            return type(value)(swap(v) for v in value)
-        if isinstance(value, dict):
-            return type(value)((k, swap(v)) for k, v in value.items())
-        return value
-
-    new_args = tuple(swap(a) for a in args)
-    new_kwargs = {k: swap(v) for k, v in kwargs.items()}
-    if not found:
+    links = {}  # id(tensor) -> link, for the inputs an earlier call of this cell returned
+    for tensor in _tensors(args) + _tensors(kwargs):
+        link = ctx.links.get(tensor)
+        if link is not None and link.record.module == name and getattr(link.record, "cell_call", None) is not None:
+            links[id(tensor)] = link
+    if not links:
         return args, kwargs, None
-    calls = {id(link.record.cell_call): link.record.cell_call for link, _ in found.values()}
+    # check before any probe exists: a probe that no backward reaches reads as a partial backward
+    calls = {id(link.record.cell_call): link.record.cell_call for link in links.values()}
     if len(calls) > 1:
         raise Ambiguous(f"its inputs hold states returned by {len(calls)} different earlier calls")
     previous = next(iter(calls.values()))
-    slots = tuple(sorted({link.state for link, _ in found.values()}))
+    slots = tuple(sorted({link.state for link in links.values()}))
     if previous.fed_back is not None:
         raise Ambiguous("the state one call returned went into two later calls")
     if len(slots) > len(STATE_NAMES):
@@ -171,7 +155,29 @@ def _continue_sequence(ctx, name, args, kwargs):
         raise Ambiguous("the returned tensors that came back have different batch sizes")
     previous.fed_back = slots
     ctx.custom_layouts[name] = (len(previous.shapes), slots)
-    return new_args, new_kwargs, previous
+
+    probed = {}  # id(tensor) -> tensor + probe (the same object wherever the input repeats)
+
+    def swap(value):
+        if isinstance(value, torch.Tensor):
+            link = links.get(id(value))
+            if link is None:
+                return value
+            if id(value) not in probed:
+                probe = torch.zeros_like(value, requires_grad=True)
+                ctx.hook(probe, lambda g, i=link.state: previous.gradient(i, "carried", g))
+                link.record.probe_leaves.append(weakref.ref(probe))
+                probed[id(value)] = value + probe
+            return probed[id(value)]
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+            return type(value)(*[swap(v) for v in value])
+        if isinstance(value, (tuple, list)):
+            return type(value)(swap(v) for v in value)
+        if isinstance(value, dict):
+            return type(value)((k, swap(v)) for k, v in value.items())
+        return value
+
+    return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}, previous
 
 
 def _tensors(value):
