@@ -203,3 +203,131 @@ def test_ambiguous_feedback_warns_and_records_nothing(case):
                 _, out = cell(xs[2], a, state=b)
         out.sum().backward()
     assert scope.timesteps().empty
+
+
+# ---- track ----------------------------------------------------------------------------------
+
+class TextbookRNN(nn.Module):
+    """H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h) over raw Parameters, as in d2l."""
+
+    def __init__(self, dtype, w_hh_scale=None, seed=6):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        w_hh = orthogonal(H, 0.95, seed) if w_hh_scale is None else w_hh_scale * torch.randn(
+            H, H, generator=g, dtype=torch.float64)
+        self.W_xh = nn.Parameter(torch.randn(I, H, generator=g, dtype=torch.float64).to(dtype))
+        self.W_hh = nn.Parameter(w_hh.to(dtype))
+        self.b_h = nn.Parameter(0.1 * torch.randn(H, generator=g, dtype=torch.float64).to(dtype))
+
+    def step(self, x, h):
+        dtype = x.dtype
+        return torch.tanh(x @ self.W_xh.to(dtype) + h @ self.W_hh.to(dtype) + self.b_h.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("every_step", [True, False], ids=["loss-every-step", "loss-at-end"])
+def test_track_measures_carried_and_direct_parts(dtype, every_step):
+    """Issue 12, item 2: carried and direct were NaN for tracked states."""
+    model = TextbookRNN(dtype)
+    xs = inputs(dtype)
+    loss = loss_fn(every_step)
+    with gradscope.watch(model, weights={"rnn": model.W_hh}) as scope:
+        h, states = torch.zeros(B, H, dtype=dtype), []
+        for x in xs:
+            h = scope.track(model.step(x, h), "rnn")
+            states.append(h)
+        loss(states).backward()
+    want = reference_loop(model.step, xs, torch.zeros(B, H), loss)
+    got = scope.timesteps()
+    assert set(got["module"]) == {"rnn"} and set(got["cell"]) == {"track"}
+    if dtype == torch.float64:
+        assert_rows_match(got, row_means(want), rtol=1e-10)
+    else:  # direct = total - carried: float32 rounding of the total, relative to the largest norm
+        assert_rows_match(got, row_means(want), rtol=1e-4, atol_scale=1e-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("every_step", [True, False], ids=["loss-every-step", "loss-at-end"])
+def test_track_of_h_and_c_reads_as_the_stock_lstm(dtype, every_step):
+    lstm, cell = make_pair("LSTM")
+    lstm, cell = lstm.to(dtype), cell.to(dtype)
+    x, g, g_last = (v.to(dtype) for v in data())
+    if not every_step:
+        g[:-1] = 0
+    want = whole_sequence("LSTM", lstm, x, g, g_last)
+    with gradscope.watch(cell) as scope:
+        h = c = torch.zeros(x.shape[1], cell.hidden_size, dtype=dtype)
+        outs = []
+        for x_t in x:
+            gates = x_t @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+            i, f, gg, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h, c = scope.track((torch.sigmoid(o) * torch.tanh(c), c), "lstm")
+            outs.append(h)
+        ((torch.sin(torch.stack(outs)) * g).sum() + (c * g_last).sum()).backward()
+    got = scope.timesteps()
+    assert set(got["module"]) == {"lstm"} and sorted(set(got["state"])) == ["c", "h"]
+    assert_same_numbers(got, want)
+
+
+def test_track_leaves_retained_gradients_and_user_hooks_as_they_were():
+    """The product through each step runs none of the graph's hooks (autograd.grad would)."""
+    model = TextbookRNN(torch.float64)
+    xs = inputs(torch.float64, T=5)
+
+    def run(scope):
+        h, kept, calls = torch.zeros(B, H, dtype=torch.float64), [], []
+        for x in xs:
+            h = model.step(x, h)
+            h = scope.track(h, "rnn") if scope is not None else h
+            h.retain_grad()
+            h.register_hook(lambda g: calls.append(g.clone()))
+            kept.append(h)
+        sum(torch.sin(s).sum() for s in kept).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        return [s.grad for s in kept], calls, grads
+
+    plain = run(None)
+    with gradscope.watch(model, weights={"W_hh": model.W_hh}) as scope:
+        watched = run(scope)
+    for a, b in zip(plain[0] + plain[1] + plain[2], watched[0] + watched[1] + watched[2]):
+        assert torch.equal(a, b)
+    assert len(watched[1]) == len(plain[1]) == 5
+    assert not scope.timesteps()["carried_norm"].isna().any()
+
+
+def test_track_gives_the_stock_verdict_and_the_spectral_bound():
+    """Issue 12, item 2: tanh RNN, W_hh ~ randn * 0.01, a language-model loss at every position.
+    The stock nn.RNN route said vanishing; the same weights in a tracked loop said healthy."""
+    torch.manual_seed(7)
+    vocab, emb, hidden, steps, batch = 12, 8, 16, 20, 4
+    embedding, decoder = nn.Embedding(vocab, emb), nn.Linear(hidden, vocab)
+    rnn = nn.RNN(emb, hidden)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(torch.randn(hidden, hidden) * 0.01)
+    tokens = torch.randint(vocab, (steps + 1, batch))
+
+    def lm_loss(outputs):
+        return F.cross_entropy(decoder(outputs).reshape(-1, vocab), tokens[1:].reshape(-1))
+
+    with gradscope.watch(rnn) as stock:
+        out, _ = rnn(embedding(tokens[:-1]))
+        lm_loss(out).backward()
+    holder = nn.Module()
+    holder.W_hh = rnn.weight_hh_l0
+    with gradscope.watch(holder, weights={"lm": rnn.weight_hh_l0}) as tracked:
+        h, outs = torch.zeros(batch, hidden), []
+        for x in embedding(tokens[:-1]):
+            h = torch.tanh(x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+            h = tracked.track(h, "lm")
+            outs.append(h)
+        lm_loss(torch.stack(outs)).backward()
+    want = gradscope.analyze(stock).summary().iloc[0]
+    got_diagnosis = gradscope.analyze(tracked)
+    got = got_diagnosis.summary().iloc[0]
+    assert want["verdict"] == "vanishing" and got["verdict"] == want["verdict"]
+    assert got["gain"] == pytest.approx(want["gain"], rel=1e-4) and got["gain"] < 0.1
+    assert got["sigma_max"] == pytest.approx(float(torch.linalg.matrix_norm(rnn.weight_hh_l0.detach(), 2)), rel=1e-5)
+    bound = got_diagnosis.by_kind("spectral_bound")
+    assert len(bound) == 1 and bound[0].module == "lm"
