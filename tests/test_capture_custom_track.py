@@ -3,7 +3,7 @@ direct parts, against the float64 reference loop (tests/reference.py: retain_gra
 state, one clone for its recurrent use and one for the rest).
 """
 
-import math
+import types
 
 import pytest
 import torch
@@ -203,6 +203,27 @@ def test_ambiguous_feedback_warns_and_records_nothing(case):
                 _, out = cell(xs[2], a, state=b)
         out.sum().backward()
     assert scope.timesteps().empty
+
+
+def test_a_cell_returning_no_tensor_warns_and_runs_once():
+    """Before, the route raised after the cell ran, and the fallback ran the cell a second time."""
+    calls = []
+
+    class Opaque(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(H, H)
+
+        def forward(self, h):
+            calls.append(1)
+            return types.SimpleNamespace(h=torch.tanh(self.lin(h)))
+
+    cell = Opaque()
+    with gradscope.watch(cell, cells=[cell]) as scope:
+        with pytest.warns(GradscopeWarning, match="custom cell Opaque returned SimpleNamespace"):
+            out = cell(torch.zeros(B, H))
+        out.h.sum().backward()
+    assert len(calls) == 1 and scope.timesteps().empty
 
 
 # ---- track ----------------------------------------------------------------------------------

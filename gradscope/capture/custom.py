@@ -103,6 +103,11 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
             "of this step are not recorded. Call the cell once per time step with the state it returned."))
         return original(*args, **kwargs)
     out = original(*args, **kwargs)
+    if not _tensors(out):
+        ctx.warn(("custom-no-tensor", name), (
+            f"gradscope: the custom cell {label} returned {type(out).__name__} with no tensor in it; a watched "
+            "cell returns its new state as a tensor (alone or inside a tuple, list or dict). Not recorded."))
+        return out
     returned = []
     for tensor in _tensors(out):
         # only what this call made: not the user's own tensors passed through, nor parameters
@@ -110,9 +115,6 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
                 and tensor.is_floating_point() and id(tensor) not in input_ids
                 and all(tensor is not r for r in returned)):
             returned.append(tensor)
-    if not _tensors(out):
-        raise TypeError(f"cells: {name or type(module).__name__} returned {type(out).__name__}; a watched cell "
-                        "must return its new state as a tensor (alone or inside a tuple, list or dict)")
     if not returned:
         return out
     if previous is not None:
