@@ -85,6 +85,7 @@ def _nodes_between(root, target_index, stop_edges, target_nodes, bound):
     """The nodes from which a target edge is reachable, root first, in topological order
     (every node before the nodes it sends gradients to). Iterative: graphs can be deep."""
     reaches = {}  # id(node) -> bool, once its subtree is done
+    seen = [root]  # keeps every visited node's Python object alive, so that no id is reused
     post_order = []
     stack = [[root, 0, False]]
     while stack:
@@ -105,6 +106,7 @@ def _nodes_between(root, target_index, stop_edges, target_nodes, bound):
             if known is not None:
                 frame[2] = frame[2] or known
                 continue
+            seen.append(child)
             sequence = _sequence(child)
             if sequence == _LEAF_SEQUENCE or sequence < bound:
                 reaches[id(child)] = False
