@@ -352,3 +352,28 @@ def test_track_gives_the_stock_verdict_and_the_spectral_bound():
     assert got["sigma_max"] == pytest.approx(float(torch.linalg.matrix_norm(rnn.weight_hh_l0.detach(), 2)), rel=1e-5)
     bound = got_diagnosis.by_kind("spectral_bound")
     assert len(bound) == 1 and bound[0].module == "lm"
+
+
+def test_a_failed_product_leaves_the_carried_part_unknown_and_the_verdict_unknown(monkeypatch):
+    """Where the carried part cannot be measured, the numbers are NaN and the verdict is
+    "unknown", never "healthy"."""
+    import gradscope.capture.track as track_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("this backward function cannot be called outside the engine")
+
+    monkeypatch.setattr(track_module, "step_vjp", broken)
+    model = TextbookRNN(torch.float64)
+    xs = inputs(torch.float64, T=6)
+    with gradscope.watch(model, weights={"rnn": model.W_hh}) as scope:
+        h, states = torch.zeros(B, H, dtype=torch.float64), []
+        for x in xs:
+            h = scope.track(model.step(x, h), "rnn")
+            states.append(h)
+        with pytest.warns(GradscopeWarning, match="measurement failed"):
+            loss_fn(True, T=6)(states).backward()
+    rows = scope.timesteps().sort_values("t")
+    assert rows["grad_norm"].notna().all()
+    assert rows["carried_norm"].iloc[:-1].isna().all() and rows["direct_norm"].iloc[:-1].isna().all()
+    diagnosis = gradscope.analyze(scope)
+    assert diagnosis.summary().iloc[0]["verdict"] == "unknown" and diagnosis.ok
