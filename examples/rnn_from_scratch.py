@@ -3,13 +3,13 @@
     h_t = tanh(x_t W_xh + h_(t-1) W_hh + b_h),   y = h_T W_hq + b_q
 
 There is no nn.RNN inside, so gradscope cannot find the recurrence by itself. Two lines tell it:
-``weights={"W_hh": ...}`` adds the recurrent weight to the spectra, and
-``h = scope.track(h, "rnn")`` marks each new state as the next time step of the label "rnn".
+``h = scope.track(h, "rnn")`` marks each new state as the next time step of the label "rnn", and
+``weights={"rnn": ...}`` adds the recurrent weight to the spectra under the same label, which
+links it to the tracked state (the spectral bound then applies to it).
 
-For tracked states only the total gradient dL/dh_t is known (carried and direct are NaN), so
-the gain is fitted from how the total decays with distance from where the loss enters. Here the
-loss enters at the last step only (the adding problem), which makes that reading clean; with a
-loss at every step, prefer an nn.RNN or a cell module, whose carried part gradscope separates.
+For tracked states gradscope measures the carried part (what comes back through h_(t+1), by a
+vector-Jacobian product through each step) and the direct part, as for an nn.RNN, so the gain
+reads the same wherever the loss enters (here at the last step only: the adding problem).
 
 The weights start as in the textbook (normal, std 0.01): sigma_max(W_hh) is far below 1, so
 by Pascanu et al. (2013) the gradient must vanish, and the measured gain agrees.
@@ -55,7 +55,7 @@ def main(small=False):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     generator = seeded_generator(0)
 
-    with gradscope.watch(model, weights={"W_hh": model.W_hh}, every=3 if small else 25,
+    with gradscope.watch(model, weights={"rnn": model.W_hh}, every=3 if small else 25,
                          name="RNN from scratch") as scope:
         for step in range(steps):
             x, y = task.batch(32, generator)

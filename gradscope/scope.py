@@ -47,7 +47,11 @@ class _Capture:
         self.step = step
         self.links = scope._links
         self.jacobians = scope._jacobians
+        self.custom_layouts = scope._custom_layouts
         self.records = []
+
+    def warn(self, key, message):
+        self.scope._warn(key, message)
 
     def add_call(self, record):
         self.records.append(record)
@@ -134,6 +138,7 @@ class Scope:
                 "state with h = scope.track(h, 'label').")
         self._patches = []
         self._links = LinkTable()
+        self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
         self._clock = StepClock(every, self._on_close)
         self._active = False
         self._tables = {table: [] for table in TABLES}

@@ -158,3 +158,48 @@ def compare_tables(table, expected, rtol):
         got = np.array([row.grad_norm, row.carried_norm, row.direct_norm])
         want = np.array([grad, carried, direct])
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 1e-3 * scale, err_msg=str(key))
+
+
+def reference_loop(step, xs, h0, loss_fn):
+    """Reference for a hand-written loop ``h_t = step(x_t, h_{t-1})``, float64.
+
+    Each state gets ``retain_grad()`` and two clones: one for its recurrent use (its gradient:
+    the carried part) and one for every other use (the direct part). ``loss_fn(states)`` gets
+    the list of the latter and returns the loss. Returns {("h", t): (total, carried, direct)}
+    as (B, S) float64 tensors.
+    """
+    # the initial state requires grad so that every state does, whatever the weights
+    h = h0.detach().double().requires_grad_()
+    keep, outs = [], []
+    for t, x in enumerate(xs):
+        new = step(x.detach().double(), h)
+        new.retain_grad()
+        h, out = new.clone(), new.clone()
+        h.retain_grad()
+        out.retain_grad()
+        keep.append((("h", t), new, h, out))
+        outs.append(out)
+    loss_fn(outs).backward()
+    zero = lambda v: torch.zeros_like(v)
+    return {key: (value.grad, r.grad if r.grad is not None else zero(value), o.grad if o.grad is not None else zero(value))
+            for key, value, r, o in keep}
+
+
+def row_means(per_state):
+    """{(state, t): (grad, carried, direct, batch)}: the batch mean of each part's row norms."""
+    return {key: tuple(float(v.reshape(-1, v.shape[-1]).norm(dim=1).mean()) for v in parts)
+            + (parts[0].reshape(-1, parts[0].shape[-1]).shape[0],)
+            for key, parts in per_state.items()}
+
+
+def assert_rows_match(table, expected, rtol, atol_scale=1e-3):
+    """The scope's rows of one sequence (columns state, t) equal ``row_means`` of a reference."""
+    assert len(table) == len(expected), f"{len(table)} rows, expected {len(expected)}"
+    scale = max(max(v[:3]) for v in expected.values())
+    for row in table.itertuples():
+        key = (row.state, row.t)
+        assert key in expected, f"unexpected row {key}"
+        grad, carried, direct, batch = expected[key]
+        assert row.batch == batch, (key, row.batch, batch)
+        np.testing.assert_allclose([row.grad_norm, row.carried_norm, row.direct_norm], [grad, carried, direct],
+                                   rtol=rtol, atol=rtol * atol_scale * scale, err_msg=str(key))

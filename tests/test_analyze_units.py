@@ -156,25 +156,36 @@ def test_zero_carried_gradient_is_vanishing_without_error():
     assert row["verdict"] == "vanishing"
 
 
-def test_track_rows_fit_the_decay_of_the_total():
-    rows = chain(0.8, module="decoder", cell="track")
+def test_rows_without_carried_part_are_unknown_never_healthy():
+    # a loss at every step made the old fit of log(total) read 1.0 (healthy) for a gain of 0.05
+    rows = chain(0.05, module="decoder", cell="track", loss_every_step=True)
     for r in rows:
         r["carried_norm"] = r["direct_norm"] = math.nan
     d = analyze(FakeSource(rows))
     row = d.summary().iloc[0]
-    assert row["method"] == "decay_fit"
-    assert row["gain"] == pytest.approx(0.8, rel=1e-9)
-    assert "distance from the end" in only(d, "vanishing").evidence["method_note"]
+    assert row["method"] == "unmeasured" and math.isnan(row["gain"])
+    assert row["verdict"] == "unknown" and list(d.per_step()["verdict"]) == ["unknown"]
+    assert d.ok and "unknown" in str(d)
+    assert "carried part" in only(d, "no_data").message
 
 
-def test_track_fit_per_step_follows_each_step():
-    rows = chain(1.0, module="decoder", cell="track") + chain(
-        0.8, module="decoder", cell="track", step=1)
-    for r in rows:
-        r["carried_norm"] = r["direct_norm"] = math.nan
-    per_step = analyze(FakeSource(rows)).per_step()
-    assert per_step["gain"].tolist() == pytest.approx([1.0, 0.8], rel=1e-9)
-    assert list(per_step["method"]) == ["decay_fit"] * 2
+def test_track_rows_with_carried_part_are_measured_like_a_module():
+    rows = chain(0.8, module="decoder", cell="track", loss_every_step=True)
+    d = analyze(FakeSource(rows))
+    row = d.summary().iloc[0]
+    assert row["method"] == "ratio" and row["gain"] == pytest.approx(0.8)
+    assert row["verdict"] == "vanishing"
+
+
+def test_weights_entry_of_the_track_label_gives_the_spectral_bound():
+    rows = chain(0.05, module="decoder", cell="track", loss_every_step=True)
+    spectra = [spectrum_row(0.1, module="decoder", gate="decoder"),
+               spectrum_row(0.5, module="other", gate="other")]
+    d = analyze(FakeSource(rows, spectra=spectra))
+    assert d.summary().iloc[0]["sigma_max"] == pytest.approx(0.1)
+    found = only(d, "spectral_bound")
+    assert found.module == "decoder" and found.evidence["sigma_max"] == pytest.approx(0.1)
+    assert "weights=" in found.advice and "model.decoder" not in found.advice
 
 
 def test_a_nan_in_one_lstm_state_poisons_the_joint_value():

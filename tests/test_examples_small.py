@@ -42,10 +42,12 @@ def test_bigru_records_both_directions_with_the_packed_batch_shrinking():
 def test_rnn_from_scratch_is_tracked_and_its_tiny_weights_vanish():
     scope, diagnosis = load_example("rnn_from_scratch").main(small=True)
     rows = scope.timesteps()
-    assert set(rows["module"]) == {"rnn"} and rows["carried_norm"].isna().all()
-    assert set(scope.spectra()["gate"]) == {"W_hh"}
+    assert set(rows["module"]) == {"rnn"} and rows["carried_norm"].notna().all()
+    assert set(scope.spectra()["gate"]) == {"rnn"}
     summary = diagnosis.summary()
     assert summary["verdict"].tolist() == ["vanishing"] and summary["gain"].iloc[0] < 0.5
+    assert summary["method"].tolist() == ["ratio"] and summary["sigma_max"].iloc[0] < 1
+    assert [f.module for f in diagnosis.by_kind("spectral_bound")] == ["rnn"]
 
 
 def test_stacked_lstm_cells_are_found_as_two_modules_with_h_and_c():

@@ -14,9 +14,10 @@ from gradscope.analysis.trend import trend
 from gradscope.analysis.verdict import growth, is_exploding, is_vanishing
 
 PLAIN_RNN = ("RNN_TANH", "RNN_RELU")
-FIT_NOTE = ("gain fitted as the slope of log(total gradient) against the distance from the "
-            "end of the sequence: only totals are known for this tracked state, so this "
-            "assumes the loss enters at the end of the sequence")
+# a tracked state linked to a weights= entry of the same label: the bound holds for the
+# tanh/relu step h_t = f(W h_{t-1} + ...) it is meant for
+TRACK_NOTE = ("the weights= entry of the same label as the tracked state; the bound assumes the "
+              "tracked step is h_t = tanh or relu(W h_(t-1) + ...)")
 
 
 def _finding(part, kind, severity, message, evidence, advice_text=""):
@@ -43,8 +44,6 @@ def _gain_evidence(part, rules) -> dict:
         "verdict_step": n["verdict_step"], "gain_pooled": n["gain_pooled"],
         "horizon_pooled": n["horizon_pooled"],
     }
-    if n["method"] == "decay_fit":
-        evidence["method_note"] = FIT_NOTE
     return evidence
 
 
@@ -277,7 +276,7 @@ def spectral_bound(part, rules) -> list:
     """Pascanu et al. 2013: for a tanh or relu RNN, |f'| <= 1 so each step back multiplies
     the gradient by at most sigma_max(W_hh): sigma_max < 1 guarantees vanishing."""
     sigma = part.numbers["sigma_max"]
-    if part.cell not in PLAIN_RNN or not math.isfinite(sigma) or sigma >= 1.0:
+    if part.cell not in PLAIN_RNN + ("track",) or not math.isfinite(sigma) or sigma >= 1.0:
         return []
     bound = horizon_of(sigma, rules.horizon_ratio)
     required = part.numbers["required_horizon"]
@@ -287,16 +286,25 @@ def spectral_bound(part, rules) -> list:
                f"sigma_max), so no input can make the horizon longer than {bound:.1f} steps")
     evidence = {"sigma_max": sigma, "horizon_bound": bound, "gain": part.numbers["gain"],
                 "required_horizon": required, "horizon_ratio": rules.horizon_ratio}
-    return [_finding(part, "spectral_bound", severity, message, evidence,
-                     advice.join(advice.orthogonal_init(part)))]
+    fix = advice.orthogonal_init(part)
+    if part.cell == "track":
+        evidence["weights_note"] = TRACK_NOTE
+        # the weight is the user's own Parameter: name it as they passed it, not as a module path
+        fix = (f"initialise the weight passed as weights={{{part.module!r}: ...}} orthogonally (apply "
+               f"torch.nn.init.orthogonal_ to that Parameter) so that its sigma_max is 1")
+    return [_finding(part, "spectral_bound", severity, message, evidence, advice.join(fix))]
 
 
 def no_gain(part, rules) -> list:
     """A part whose gain could not be measured (too short, or no finite pairs)."""
     if part.numbers["verdict"] != "unknown":
         return []
-    message = (f"no gain could be measured: {part.numbers['pairs']} usable (t, t+1) pairs "
-               f"in sequences of at most {part.numbers['seq_len']} step(s)")
+    if part.numbers["method"] == "unmeasured":
+        message = ("no gain could be measured: the carried part of the gradient was not recorded "
+                   "(a run saved before scope.track measured it)")
+    else:
+        message = (f"no gain could be measured: {part.numbers['pairs']} usable (t, t+1) pairs "
+                   f"in sequences of at most {part.numbers['seq_len']} step(s)")
     return [_finding(part, "no_data", "info", message,
                      {"pairs": part.numbers["pairs"], "seq_len": part.numbers["seq_len"]},
                      "Record sequences of at least 2 time steps with a finite gradient.")]

@@ -100,44 +100,6 @@ def horizon(gain: float, horizon_ratio: float) -> float:
     return math.log(horizon_ratio) / math.log(gain)
 
 
-def decay_fit(joint: pd.DataFrame, direction: str, norm_floor: float):
-    """For rows where only totals are known (``track``): least-squares slope of log(total)
-    against the distance back from the end of each sequence, fitted within each (step, call)
-    (each sequence keeps its own intercept). gain = exp(slope), the per-step factor by which
-    the total changes going back. This reads the gain only when the loss enters at the end of
-    the sequence; a loss at every step makes the total grow back from the end and the fit
-    then underestimates the decay.
-
-    Returns (gain, n_points, per_step) with per_step a DataFrame indexed by step with columns
-    gain, points (the same fit on each recorded step alone)."""
-    usable = joint[(joint["nonfinite"] == 0) & np.isfinite(joint["total"])
-                   & (joint["total"] > norm_floor)].copy()
-    if usable.empty:
-        return math.nan, 0, pd.DataFrame({"gain": [], "points": []})
-    groups = usable.groupby(["step", "call"])
-    if direction == "reverse":
-        usable["distance"] = usable["t"] - groups["t"].transform("min")
-    else:
-        usable["distance"] = groups["t"].transform("max") - usable["t"]
-    usable["log_total"] = np.log(usable["total"].to_numpy(dtype=float))
-    centred = usable[["distance", "log_total"]] - usable.groupby(["step", "call"])[
-        ["distance", "log_total"]].transform("mean")
-    sums = pd.DataFrame({"step": usable["step"].to_numpy(),
-                         "xy": (centred["distance"] * centred["log_total"]).to_numpy(),
-                         "xx": (centred["distance"] ** 2).to_numpy()})
-    per_step = sums.groupby("step").agg(xy=("xy", "sum"), xx=("xx", "sum"),
-                                        points=("xy", "size"))
-    per_step["gain"] = _fitted_gain(per_step["xy"].to_numpy(), per_step["xx"].to_numpy())
-    gain = float(_fitted_gain(np.array([sums["xy"].sum()]), np.array([sums["xx"].sum()]))[0])
-    return gain, len(usable), per_step[["gain", "points"]]
-
-
-def _fitted_gain(xy, xx):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(xx > 0, xy / np.where(xx > 0, xx, 1.0), np.nan)
-    return np.exp(np.minimum(slope, 700.0))
-
-
 def sequence_length(rows: pd.DataFrame) -> int:
     """The longest sequence observed: the most distinct t in one (step, call)."""
     if rows.empty:

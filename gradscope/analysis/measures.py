@@ -41,25 +41,21 @@ def measure(rows: pd.DataFrame, direction: str, rules):
     nonfinite, method, pairs; per_step a DataFrame with the same columns plus ``step``.
 
     gain: geometric mean over every valid (step, call, t) pair of carried_t / total_next of
-    the joint state (see gain.pair_ratios); where carried is unknown (``track``), exp of the
-    fitted slope of log total against distance back (gain.decay_fit).
+    the joint state (see gain.pair_ratios); NaN where carried is unknown (method
+    ``unmeasured``: runs recorded before ``track`` measured the carried part).
     max_grad_norm: largest finite joint total norm. nonfinite: sum over (step, call, t) of
     the sequences with a NaN/Inf gradient (for LSTM the max of h and c)."""
     joint = gainmath.joint_state(rows)
     steps = np.sort(joint["step"].unique())
-    if rows["carried_norm"].isna().all():
-        method = "decay_fit"
-        gain, pairs, fits = gainmath.decay_fit(joint, direction, rules.norm_floor)
-        step_gain = fits["gain"].reindex(steps)
-        step_pairs = fits["points"].reindex(steps, fill_value=0)
-    else:
-        method = "ratio"
-        ratios = gainmath.pair_ratios(joint, direction, rules.norm_floor)
-        gain, pairs = gainmath.geometric_mean(ratios["ratio"]), len(ratios)
-        logs = np.log(np.maximum(ratios["ratio"].to_numpy(dtype=float), gainmath.RATIO_FLOOR))
-        by_step = pd.Series(logs, index=ratios["step"].to_numpy()).groupby(level=0)
-        step_gain = np.exp(by_step.mean()).reindex(steps)
-        step_pairs = by_step.size().reindex(steps, fill_value=0)
+    # where carried is unknown (a run recorded before track measured it) no gain can be read:
+    # NaN ratios are dropped, so the gain is NaN and the verdict "unknown", never "healthy"
+    method = "ratio" if rows["carried_norm"].notna().any() else "unmeasured"
+    ratios = gainmath.pair_ratios(joint, direction, rules.norm_floor)
+    gain, pairs = gainmath.geometric_mean(ratios["ratio"]), len(ratios)
+    logs = np.log(np.maximum(ratios["ratio"].to_numpy(dtype=float), gainmath.RATIO_FLOOR))
+    by_step = pd.Series(logs, index=ratios["step"].to_numpy(), dtype=float).groupby(level=0)
+    step_gain = np.exp(by_step.mean()).reindex(steps)
+    step_pairs = by_step.size().reindex(steps, fill_value=0)
     total = joint["total"].to_numpy(dtype=float)
     ok = np.isfinite(total) & (joint["nonfinite"].to_numpy() == 0)
     step_max = pd.Series(total[ok], index=joint["step"].to_numpy()[ok]).groupby(

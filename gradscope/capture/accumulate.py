@@ -143,6 +143,15 @@ class CallRecord:
         self._final_rows = {}
 
     # ---- layout -------------------------------------------------------------------------
+    def set_batch_sizes(self, batch_sizes):
+        """Lay the rows out anew (a custom cell's state is known only after its call)."""
+        self.batch_sizes = list(batch_sizes)
+        self.T = len(self.batch_sizes)
+        self.n_rows = sum(self.batch_sizes)
+        self.uniform = len(set(self.batch_sizes)) <= 1
+        self._t_index = None
+        self._final_rows = {}
+
     def offsets(self):
         out, acc = [], 0
         for b in self.batch_sizes:

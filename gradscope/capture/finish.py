@@ -63,8 +63,8 @@ def timestep_and_gate_tables(step):
         for name, value in (("step", [step.number]), ("module", [track.label]), ("cell", ["track"]),
                             ("call", [0]), ("layer", [0]), ("direction", ["forward"]), ("state", [state]),
                             ("t", [t]), ("batch", [batch]), ("grad_norm", [sums[0] / batch]),
-                            ("carried_norm", [np.nan]), ("direct_norm", [np.nan]),
-                            ("nonfinite", [int(round(sums[1]))])):
+                            ("carried_norm", [sums[1] / batch]), ("direct_norm", [sums[2] / batch]),
+                            ("nonfinite", [int(round(sums[3]))])):
             columns[name].append(value)
     if columns["step"]:
         data = {k: np.concatenate([np.asarray(v, dtype=object if k in ("module", "cell", "direction", "state")

@@ -15,6 +15,7 @@ class Step:
         self._calls = []  # weakref to CallRecord, in call order
         self.received = []  # CallRecord that got a gradient, in the order they got it
         self.tracks = {}  # label -> TrackRecord
+        self.spoiled = set()  # modules whose numbers of this step cannot be told apart (not recorded)
         self._next_call = {}  # module name -> next call index
         self.queued = False
         self.closed = False
@@ -34,7 +35,7 @@ class Step:
         per module among them (a forward that no backward reached is not a sequence of it)."""
         # a module that a partial backward pass (torch.autograd.grad) went through is left out
         # whole: the calls it could still measure would be a misleading fragment of the sequence
-        skipped = {r.module for r in self.received if r.restricted}
+        skipped = {r.module for r in self.received if r.restricted} | self.spoiled
         records = sorted((r for r in self.received if r.module not in skipped), key=lambda r: r.order)
         ranks = {}
         for record in records:

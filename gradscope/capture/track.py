@@ -1,10 +1,20 @@
 """``scope.track(h, label)`` for hand-written loops with no module per step.
 
-Each call marks the next time step of ``label``. Only the total gradient of the marked tensor
-is known (its hook sees every use), so carried and direct are NaN for these rows.
+Each call marks the next time step of ``label``. The hook of a marked state sees its total
+gradient (every use). When that total is complete, the main backward pass has not yet gone
+below the state, so the graph between it and the previous marked states is intact: a
+vector-Jacobian product through that step (``vjp.step_vjp``) gives the part of the previous
+states' gradient that comes back through this one, i.e. their carried part. Direct = total -
+carried. With ``(h, c)`` each state's product stops at the other state of its step (what
+reaches it is counted from that state's own, complete, gradient), so no path counts twice.
 """
 
+import math
+
 import torch
+from torch.autograd.graph import get_gradient_edge
+
+from gradscope.capture.vjp import step_vjp
 
 STATE_NAMES = ("h", "c")
 
@@ -13,19 +23,50 @@ class TrackRecord:
     def __init__(self, label):
         self.label = label
         self.next_t = 0
-        self.sums = {}  # (state, t) -> tensor [sum of norms, nonfinite count]
+        # gradient edges of the latest call's states: the targets of the next call's product.
+        # Held until the next call (or the step's end); graph nodes cannot be weakly referenced.
+        self.previous = []  # [(state, edge)]
+        self.carried = {}  # (state, t) -> carried gradient received so far
+        self.failed = set()  # t whose carried part could not be computed
+        self.sums = {}  # (state, t) -> tensor [sum of |total|, |carried|, |direct|, nonfinite count]
         self.batch = {}  # (state, t) -> active sequences
 
+    def arrived(self, state, t, grad, edge, previous, stops):
+        """The hook of state ``state`` at ``t``: record its numbers, then send its gradient
+        back to the previous call's states."""
+        self.add(state, t, grad)
+        if not previous:
+            return
+        try:
+            parts = step_vjp(edge, grad, [e for _, e in previous], stops)
+        except Exception:
+            self.failed.add(t - 1)
+            raise
+        for (prev_state, _), part in zip(previous, parts):
+            if part is not None:
+                key = (prev_state, t - 1)
+                self.carried[key] = part if key not in self.carried else self.carried[key] + part
+
     def add(self, state, t, grad):
-        flat = grad.reshape(-1, grad.shape[-1]) if grad.dim() > 1 else grad.reshape(1, -1)
-        total = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64)
+        flat = _rows(grad)
+        carried = self.carried.pop((state, t), None)
+        carried = torch.zeros_like(flat) if carried is None else _rows(carried).to(flat.dtype)
+        direct = flat - carried
+        norms = torch.stack([torch.linalg.vector_norm(v, dim=1, dtype=torch.float64)
+                             for v in (flat, carried, direct)])
+        if t in self.failed:
+            norms[1:] = math.nan
         nonfinite = (~torch.isfinite(flat)).any(dim=1).to(torch.float64)
-        self.sums[(state, t)] = torch.stack([total.sum(), nonfinite.sum()])
+        self.sums[(state, t)] = torch.cat([norms.sum(dim=1), nonfinite.sum().reshape(1)])
         self.batch[(state, t)] = flat.shape[0]
 
 
+def _rows(grad):
+    return grad.reshape(-1, grad.shape[-1]) if grad.dim() > 1 else grad.reshape(1, -1)
+
+
 def track(ctx, value, label):
-    """Mark ``value`` (h, or a tuple (h, c, ...)) as the next time step of ``label``."""
+    """Mark ``value`` (h, or a tuple (h, c)) as the next time step of ``label``."""
     if not isinstance(label, str):
         raise TypeError(f"scope.track(value, label): label must be a str, got {type(label).__name__}")
     tensors = tuple(value) if isinstance(value, (tuple, list)) else (value,)
@@ -43,11 +84,16 @@ def track(ctx, value, label):
         record = step.tracks[label] = TrackRecord(label)
     t = record.next_t
     record.next_t += 1
-    for state, tensor in zip(STATE_NAMES, tensors):
-        if not tensor.requires_grad:
-            continue
-        if step.recorded:
-            ctx.hook(tensor, lambda g, st=state, t=t: record.add(st, t, g))
-        elif t == 0:
-            ctx.hook(tensor, lambda g: None)  # only to learn that backward went through this step
+    if not step.recorded:
+        if t == 0:
+            for tensor in tensors:
+                if tensor.requires_grad:
+                    ctx.hook(tensor, lambda g: None)  # only to learn that backward went through this step
+        return value
+    marked = [(state, tensor, get_gradient_edge(tensor))
+              for state, tensor in zip(STATE_NAMES, tensors) if tensor.requires_grad]
+    previous, record.previous = record.previous, [(state, edge) for state, _, edge in marked]
+    for state, tensor, edge in marked:
+        stops = [other for name, _, other in marked if name != state]
+        ctx.hook(tensor, lambda g, st=state, e=edge, s=stops: record.arrived(st, t, g, e, previous, s))
     return value
