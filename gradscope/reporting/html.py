@@ -61,6 +61,7 @@ th { background: var(--soft); position: sticky; top: 0; white-space: normal; ver
 td.text, th.text { text-align: left; max-width: 240px; overflow: hidden; text-overflow: ellipsis; }
 td.verdict-healthy { color: var(--ok); font-weight: 600; }
 td.verdict-vanishing, td.verdict-exploding, td.verdict-nonfinite { color: var(--err); font-weight: 600; }
+td.verdict-unknown { color: var(--warn); font-weight: 600; }
 .math { font-family: ui-monospace, Menlo, Consolas, monospace; background: var(--soft); padding: 10px 14px;
         border-radius: 6px; white-space: pre-wrap; overflow-x: auto; }
 .note { background: var(--soft); border-radius: 6px; padding: 8px 12px; color: var(--muted); }
