@@ -59,15 +59,11 @@ def verdict_table(diagnosis):
     return "\n".join([line(TABLE_COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _errors(diagnosis):
-    return [f for f in diagnosis.findings if f.severity == "error"]
-
-
 def verdict_line(diagnosis):
-    errors = len(_errors(diagnosis))
-    others = len(diagnosis.findings) - errors
+    from gradscope.analysis.diagnosis import count_findings
+
     state = "HEALTHY" if diagnosis.ok else "UNHEALTHY"
-    return f"gradscope check: {state} ({errors} error(s), {others} other finding(s))"
+    return f"gradscope check: {state} ({count_findings(diagnosis.findings)})"
 
 
 def text_report(diagnosis, target=None):

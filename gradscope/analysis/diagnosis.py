@@ -111,11 +111,8 @@ class Diagnosis:
         })
 
     def __str__(self) -> str:
-        counts = {s: sum(f.severity == s for f in self.findings) for s in reversed(SEVERITIES)}
         status = "OK" if self.ok else "NOT OK"
-        head = (f"gradscope diagnosis of {self.name}: {status} "
-                f"({counts['error']} error(s), {counts['warning']} warning(s), "
-                f"{counts['info']} info)")
+        head = f"gradscope diagnosis of {self.name}: {status} ({count_findings(self.findings)})"
         lines = [head, ""]
         if not self._summary.empty:
             lines.append(_table(self._summary))
@@ -126,6 +123,20 @@ class Diagnosis:
     def __repr__(self) -> str:
         return (f"<Diagnosis {self.name!r} ok={self.ok} findings="
                 f"{[f'{f.severity}:{f.kind}' for f in self.findings]}>")
+
+
+def count_findings(findings) -> str:
+    """``"1 error(s), 2 warning(s), 0 info"``: the one way gradscope counts findings (terminal,
+    check output, report page), so that no two places disagree.
+
+    Args:
+        findings: an iterable of Finding (or anything with a ``severity``).
+    Returns:
+        The counts per severity, most severe first.
+    """
+    severities = [f.severity for f in findings]
+    return (f"{severities.count('error')} error(s), {severities.count('warning')} warning(s), "
+            f"{severities.count('info')} info")
 
 
 def jsonable(value):
