@@ -31,10 +31,14 @@ class AlreadyWatchedError(RuntimeError):
     """The model (or one of its recurrent parts) is already being watched by another Scope."""
 
 
-def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
-    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop())."""
+def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
+          overwrite=False, append=False):
+    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
+
+    ``overwrite=True`` replaces a run already in ``run_dir``; ``append=True`` goes on with it
+    (docs/run-folder.md). Without either, a ``run_dir`` that holds a run is refused."""
     return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
-                 run_dir=run_dir, name=name)
+                 run_dir=run_dir, name=name, overwrite=overwrite, append=append)
 
 
 class _Capture:
@@ -103,7 +107,7 @@ class Scope:
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
     def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
-                 run_dir=None, name=None):
+                 run_dir=None, name=None, overwrite=False, append=False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -124,6 +128,7 @@ class Scope:
         self._weights = self._check_weights(weights)
         self._jacobians = bool(jacobians)
         self._run_dir = run_dir
+        self._if_exists = _if_exists(run_dir, overwrite, append)
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
@@ -160,7 +165,11 @@ class Scope:
                 from gradscope.store import RunWriter
 
                 # a Scope started again continues the run folder it wrote before
-                self._writer = RunWriter(self._run_dir, self.meta, append=self._wrote_run)
+                if_exists = "append" if self._wrote_run else self._if_exists
+                self._writer = RunWriter(self._run_dir, self.meta, overwrite=if_exists == "overwrite",
+                                         append=if_exists == "append")
+                if self._writer.last_step is not None:  # appended: step numbers go on after the run's
+                    self._clock.count = max(self._clock.count, self._writer.last_step + 1)
                 self._wrote_run = True
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
@@ -391,6 +400,17 @@ class Scope:
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _if_exists(run_dir, overwrite, append):
+    """What to do with a run already in ``run_dir``: "error", "overwrite" or "append"."""
+    if overwrite and append:
+        raise ValueError("gradscope.watch: pass overwrite=True (replace the run in run_dir) or "
+                         "append=True (go on with it), not both")
+    if (overwrite or append) and run_dir is None:
+        raise ValueError("gradscope.watch: overwrite=True and append=True are about a run folder; "
+                         "pass run_dir=... too (without it nothing is written to disk)")
+    return "overwrite" if overwrite else "append" if append else "error"
 
 
 def _tensors_in(value):
