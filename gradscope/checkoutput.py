@@ -47,7 +47,7 @@ def table_rows(diagnosis):
 def verdict_table(diagnosis):
     rows = table_rows(diagnosis)
     if not rows:
-        return "(no recurrent module measured)"
+        return "(nothing measured)"
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(TABLE_COLUMNS)]
     numeric = {"layer", "gain", "horizon", "max_grad_norm"}
 
@@ -63,6 +63,8 @@ def verdict_line(diagnosis):
     from gradscope.analysis.diagnosis import count_findings
 
     state = "HEALTHY" if diagnosis.ok else "UNHEALTHY"
+    if any(f.kind == "no_steps" for f in diagnosis.findings):
+        state = "UNHEALTHY: nothing was measured"
     return f"gradscope check: {state} ({count_findings(diagnosis.findings)})"
 
 

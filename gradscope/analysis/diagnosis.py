@@ -27,7 +27,8 @@ class Finding:
     """One verdict with its evidence and what to do about it.
 
     kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound`` (or
-    ``no_data``). severity: ``error`` (the gradient is unusable), ``warning`` (likely hurts
+    ``no_data``, ``no_steps``). module, layer and direction are None for a finding about the
+    whole run. severity: ``error`` (the gradient is unusable), ``warning`` (likely hurts
     training), ``info``. evidence: a dict of the numbers behind it (plain Python values).
     advice: concrete actions, with numbers, as one paragraph of text.
     """
@@ -53,7 +54,10 @@ class Finding:
         })
 
     def __str__(self) -> str:
-        where = f"{self.module or '<root>'} layer {self.layer} {self.direction}"
+        if self.module is None:  # a finding about the whole run (e.g. no_steps)
+            where = "the whole run"
+        else:
+            where = f"{self.module or '<root>'} layer {self.layer} {self.direction}"
         lines = [f"[{self.severity}] {self.kind} in {where}: {self.message}"]
         numbers = {k: v for k, v in self.evidence.items() if not _is_sentence(v)}
         sentences = {k: v for k, v in self.evidence.items() if _is_sentence(v)}
