@@ -15,6 +15,7 @@ import torch.nn as nn
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
 from gradscope.capture.finish import timestep_and_gate_tables
+from gradscope.capture.forward_nonfinite import forward_nonfinite_table
 from gradscope.capture.links import LinkTable
 from gradscope.capture.patch import ForwardPatch, watched_by
 from gradscope.capture.steps import StepClock
@@ -231,6 +232,10 @@ class Scope:
     def gates(self):
         return self._table("gates")
 
+    def forward_nonfinite(self):
+        """Where the forward pass held NaN/Inf: one row per call, place, layer and t."""
+        return self._table("forward_nonfinite")
+
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """Full singular values and complex eigenvalues of one weight block at a recorded step."""
         from gradscope.capture.measure import latest_spectrum, pick_spectrum
@@ -331,6 +336,7 @@ class Scope:
                 "call loss.backward()."))
         try:
             tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
+            tables["forward_nonfinite"] = forward_nonfinite_table(step)
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")

@@ -9,6 +9,7 @@ import pandas as pd
 from gradscope.analysis import findings as finding_kinds
 from gradscope.analysis.diagnosis import Diagnosis, Finding
 from gradscope.analysis.measures import build_parts
+from gradscope.analysis.nonfinite_origin import trace_nonfinite
 from gradscope.analysis.nothing_recorded import NO_STEPS_ADVICE, no_steps_finding, recorded_steps
 from gradscope.analysis.rules import Rules
 
@@ -34,6 +35,8 @@ def analyze(source, rules=None) -> Diagnosis:
     for part in parts:
         for kind in finding_kinds.ALL:
             found.extend(kind(part, rules))
+    forward = _table(source, "forward_nonfinite")
+    found = [trace_nonfinite(f, forward, meta) for f in found]
     if not recorded_steps(timesteps, spectra, gates):
         found.append(no_steps_finding(source))
     elif not parts:
