@@ -336,11 +336,15 @@ class Scope:
                 "call loss.backward()."))
         try:
             tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
-            tables["forward_nonfinite"] = forward_nonfinite_table(step)
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
             return
+        try:
+            tables["forward_nonfinite"] = forward_nonfinite_table(step)
+        except Exception as err:  # the gradients are still worth keeping
+            self._warn(("forward", type(err).__name__), f"gradscope: step {step.number}'s forward NaN/Inf "
+                                                         f"check failed ({type(err).__name__}: {err})")
         try:
             from gradscope.capture.measure import weight_and_jacobian_tables
 
