@@ -15,6 +15,7 @@ import torch.nn as nn
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
 from gradscope.capture.finish import timestep_and_gate_tables
+from gradscope.capture.forward_nonfinite import forward_nonfinite_table
 from gradscope.capture.links import LinkTable
 from gradscope.capture.patch import ForwardPatch, watched_by
 from gradscope.capture.steps import StepClock
@@ -31,10 +32,14 @@ class AlreadyWatchedError(RuntimeError):
     """The model (or one of its recurrent parts) is already being watched by another Scope."""
 
 
-def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
-    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop())."""
+def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
+          overwrite=False, append=False):
+    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
+
+    ``overwrite=True`` replaces a run already in ``run_dir``; ``append=True`` goes on with it
+    (docs/run-folder.md). Without either, a ``run_dir`` that holds a run is refused."""
     return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
-                 run_dir=run_dir, name=name)
+                 run_dir=run_dir, name=name, overwrite=overwrite, append=append)
 
 
 class _Capture:
@@ -107,7 +112,7 @@ class Scope:
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
     def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
-                 run_dir=None, name=None):
+                 run_dir=None, name=None, overwrite=False, append=False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -128,6 +133,7 @@ class Scope:
         self._weights = self._check_weights(weights)
         self._jacobians = bool(jacobians)
         self._run_dir = run_dir
+        self._if_exists = _if_exists(run_dir, overwrite, append)
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
@@ -165,7 +171,11 @@ class Scope:
                 from gradscope.store import RunWriter
 
                 # a Scope started again continues the run folder it wrote before
-                self._writer = RunWriter(self._run_dir, self.meta, append=self._wrote_run)
+                if_exists = "append" if self._wrote_run else self._if_exists
+                self._writer = RunWriter(self._run_dir, self.meta, overwrite=if_exists == "overwrite",
+                                         append=if_exists == "append")
+                if self._writer.last_step is not None:  # appended: step numbers go on after the run's
+                    self._clock.count = max(self._clock.count, self._writer.last_step + 1)
                 self._wrote_run = True
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
@@ -226,6 +236,10 @@ class Scope:
 
     def gates(self):
         return self._table("gates")
+
+    def forward_nonfinite(self):
+        """Where the forward pass held NaN/Inf: one row per call, place, layer and t."""
+        return self._table("forward_nonfinite")
 
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """Full singular values and complex eigenvalues of one weight block at a recorded step."""
@@ -332,6 +346,11 @@ class Scope:
                                                        f"recorded ({type(err).__name__}: {err})")
             return
         try:
+            tables["forward_nonfinite"] = forward_nonfinite_table(step)
+        except Exception as err:  # the gradients are still worth keeping
+            self._warn(("forward", type(err).__name__), f"gradscope: step {step.number}'s forward NaN/Inf "
+                                                         f"check failed ({type(err).__name__}: {err})")
+        try:
             from gradscope.capture.measure import weight_and_jacobian_tables
 
             extra, values = weight_and_jacobian_tables(step, self)
@@ -396,6 +415,17 @@ class Scope:
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _if_exists(run_dir, overwrite, append):
+    """What to do with a run already in ``run_dir``: "error", "overwrite" or "append"."""
+    if overwrite and append:
+        raise ValueError("gradscope.watch: pass overwrite=True (replace the run in run_dir) or "
+                         "append=True (go on with it), not both")
+    if (overwrite or append) and run_dir is None:
+        raise ValueError("gradscope.watch: overwrite=True and append=True are about a run folder; "
+                         "pass run_dir=... too (without it nothing is written to disk)")
+    return "overwrite" if overwrite else "append" if append else "error"
 
 
 def _tensors_in(value):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from gradscope.capture.accumulate import CallRecord
+from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step, lstm_step, module_weights, rnn_step
 
 SATURATION_MARGIN = 0.05
@@ -98,6 +99,7 @@ def exact_module_forward(ctx, name, module, input, hx=None):
     record = CallRecord(name, kind, call_index, t_offset, bs, layers, directions, states,
                         x_flat.device, sorted_indices=sorted_indices)
     ctx.add_call(record)
+    note_nonfinite_rows(record, "input", 0, x_flat)
 
     # --- layers ------------------------------------------------------------------------------
     finals_h, finals_c = [], []
@@ -117,6 +119,7 @@ def exact_module_forward(ctx, name, module, input, hx=None):
             finals_h.append(h_fin)
             finals_c.append(c_fin)
         layer_out = outs[0] if n_dir == 1 else torch.cat(outs, dim=1)
+        note_nonfinite_rows(record, "output", layer, layer_out)
         ctx.hook(layer_out, lambda g, layer=layer: _direct_from_output(record, layer, directions, size_h, g))
         if layer < layers - 1 and module.dropout > 0 and module.training:
             layer_in = F.dropout(layer_out, module.dropout, True)

@@ -15,6 +15,18 @@ from gradscope.store.index import build_index, committed_ends
 from gradscope.store.files import open_append, sync_dir, write_all, write_json_atomically
 
 
+# beside a run, these are not the user's: hidden files (.gitkeep, .DS_Store) and the folder
+# `gradscope report RUN_DIR` writes by default
+IGNORED_ENTRIES = ("report",)
+
+
+def foreign_entries(path):
+    """Names in the folder ``path`` that a run does not account for, sorted."""
+    own = set(fmt.ALL_FILES) | {fmt.META_FILE + ".tmp"} | set(IGNORED_ENTRIES)
+    return sorted(entry.name for entry in path.iterdir()
+                  if entry.name not in own and not entry.name.startswith("."))
+
+
 class RunWriter:
     """Writes one run folder as the run goes (format: gradscope/store/format.py).
 
@@ -29,8 +41,10 @@ class RunWriter:
       whatever no whole commit names is cut off (with a ``GradscopeWarning``), meta.json is
       replaced by ``meta``, and later steps must come after the old run's last one. Use it
       to resume the same run (a Scope started again); one writer per folder at a time.
-    - A folder holding other files is fine, unless one of them has a name the run needs
-      (meta.json, steps.jsonl, values.jsonl, <table>.csv): then it is refused too.
+    - A folder holding files that are not a run's (e.g. the user's notes.txt) is refused for a
+      new run and for ``overwrite=True``: nothing of the user's is written beside a run or
+      deleted. Hidden files (``.gitkeep``) and a ``report/`` folder (what ``gradscope report``
+      writes there) do not count. ``append=True`` to an existing run leaves them be.
 
     ``write_step(step, tables, values)`` appends one closed step and returns once it is on
     disk (flushed and fsynced): a process killed (even by SIGKILL) or a machine that loses power
@@ -101,6 +115,11 @@ class RunWriter:
         os.fsync(commit)
         self._last_step = step
 
+    @property
+    def last_step(self):
+        """The last step in the folder (written here or by the run appended to), or None."""
+        return self._last_step
+
     def update_meta(self, meta):
         """Atomically replace meta.json by ``meta`` (same rules as the constructor's)."""
         if self._fds is None:
@@ -163,10 +182,13 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         present = [n for n in fmt.ALL_FILES + (fmt.META_FILE + ".tmp",)
                    if (self.path / n).exists() or (self.path / n).is_symlink()]
+        if append and fmt.META_FILE in present:
+            return self._cut_to_last_commit()  # the user's files were there beside this run
+        others = foreign_entries(self.path)
+        if others:
+            raise RunFormatError(self._foreign_message(others, overwrite, present))
         if not present:
             return None
-        if append and fmt.META_FILE in present:
-            return self._cut_to_last_commit()
         if overwrite:
             for name in present:
                 target = self.path / name
@@ -180,12 +202,26 @@ class RunWriter:
         if fmt.META_FILE in present:
             raise RunFormatError(
                 f"{self.path} already holds a run ({self._describe_meta()}); gradscope does "
-                "not mix two runs in one folder. Choose a new run_dir, delete the folder, pass "
-                "overwrite=True to replace it, or append=True to go on with it.")
+                "not mix two runs in one folder. Choose a new run_dir, delete the folder, or "
+                "pass overwrite=True to replace the run or append=True to go on with it "
+                "(gradscope.watch(model, run_dir=..., overwrite=True) or RunWriter(..., "
+                "overwrite=True); append=True likewise).")
         raise RunFormatError(
             f"{self.path} holds {present}, which a run folder needs for itself; choose "
-            "another run_dir, move those files, or pass overwrite=True to delete them (e.g. "
-            "what a writer killed before its first step left).")
+            "another run_dir, move those files, or pass overwrite=True (to gradscope.watch or "
+            "RunWriter) to delete them (e.g. what a writer killed before its first step left).")
+
+    def _foreign_message(self, others, overwrite, present):
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        if overwrite and present:
+            what = ("overwrite=True replaces a run only in a folder that holds nothing else: "
+                    "gradscope never deletes files it did not write, and will not leave them "
+                    "beside a new run they do not describe")
+        else:
+            what = ("gradscope writes a new run only into a new or empty folder, so that nothing "
+                    "of yours is mixed into a run or mistaken for part of it")
+        return (f"{self.path} holds files that are not part of a gradscope run ({shown}); "
+                f"{what}. Choose another run_dir (e.g. a subfolder), or move those files out.")
 
     def _cut_to_last_commit(self):
         """Before appending: check the old run's schema and cut every file back to the end of
