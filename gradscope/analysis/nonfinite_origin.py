@@ -11,7 +11,7 @@ import pandas as pd
 
 from gradscope.analysis.diagnosis import Finding
 
-SANITY_CHECK = "torch.isfinite(loss).all() before backward"
+SANITY_CHECK = "`torch.isfinite(loss).all()` before backward"
 
 
 def trace_nonfinite(finding: Finding, forward: "pd.DataFrame | None", meta: dict) -> Finding:
@@ -42,9 +42,9 @@ def trace_nonfinite(finding: Finding, forward: "pd.DataFrame | None", meta: dict
                    f"the loss and the gradient (which the backward pass meets first at "
                    f"t={origin}, the end of the sequence)")
         advice = (f"Clean the data: the batch of step {step} holds NaN/Inf at t={first['t']} "
-                  f"({_sequences(first)}); test each batch with torch.isfinite(x).all() before "
+                  f"({_sequences(first)}); test each batch with `torch.isfinite(x).all()` before "
                   "the forward pass and drop those sequences, fill the values "
-                  "(torch.nan_to_num, or an imputed value) or mask them out of the loss. "
+                  "(`x = torch.nan_to_num(x)`, or an imputed value) or mask them out of the loss. "
                   "Clipping the gradient cannot fix a non-finite loss.")
     elif len(outputs):
         first = outputs.iloc[0]
@@ -53,10 +53,10 @@ def trace_nonfinite(finding: Finding, forward: "pd.DataFrame | None", meta: dict
                    f"becomes NaN/Inf at t={first['t']} ({_sequences(first)}) in step {step}: "
                    "the forward pass overflows inside the recurrence")
         advice = ("The forward pass itself goes non-finite: check that every weight is finite "
-                  "(all(torch.isfinite(p).all() for p in model.parameters())); a NaN weight "
+                  "(`all(torch.isfinite(p).all() for p in model.parameters())`); a NaN weight "
                   "comes from an earlier update: reload the last finite checkpoint and lower "
                   "the learning rate, or clip the gradient so no update is that large "
-                  "(torch.nn.utils.clip_grad_norm_). A relu RNN can overflow without bound: use "
+                  "(`torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)`). A relu RNN can overflow without bound: use "
                   "nonlinearity='tanh' or an orthogonal W_hh. Under autocast (float16), run the "
                   "recurrent layer in float32.")
     else:
