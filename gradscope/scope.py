@@ -240,6 +240,13 @@ class Scope:
         """The recorded step numbers, as ``Run.steps()`` gives them."""
         return sorted(int(s) for s in self.timesteps()["step"].unique())
 
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}`` for any logger
+        (gradscope.metrics; keys and the verdict codes in docs/integrations.md)."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     @property
     def steps_seen(self):
         """How many steps have closed, recorded or not."""
