@@ -71,12 +71,7 @@ class _OneStep:
         self._step = step
 
     def _rows(self, table):
-        method = getattr(self._source, table)
-        try:
-            return method(steps=[self._step])  # a Run seeks straight to the step's bytes
-        except TypeError:  # a source whose tables take no steps= (a live Scope)
-            frame = method()
-            return frame[frame["step"] == self._step]
+        return step_rows(self._source, table, self._step)
 
     def timesteps(self):
         return self._rows("timesteps")
@@ -86,6 +81,16 @@ class _OneStep:
 
     def gates(self):
         return self._rows("gates")
+
+
+def step_rows(source, table, step):
+    """The rows of ``table`` at one step of a Scope or Run."""
+    method = getattr(source, table)
+    try:
+        return method(steps=[step])  # a Run seeks straight to the step's bytes
+    except TypeError:  # a source whose tables take no steps= (a live Scope)
+        rows = method()
+        return rows[rows["step"] == step]
 
 
 def _parts_of(meta):
