@@ -22,6 +22,7 @@ from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
 from gradscope.capture.unroll import NotSteppable, exact_module_forward
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
+from gradscope.integrations.distributed import step_reducer
 from gradscope.records import SCHEMA_VERSION, TABLES, frame
 
 MODES = ("exact", "fast")
@@ -123,7 +124,9 @@ class Scope:
         self.name = name if name is not None else type(model).__name__
         self._weights = self._check_weights(weights)
         self._jacobians = bool(jacobians)
-        self._run_dir = run_dir
+        # under torch.distributed: every rank reduces each recorded step, rank 0 alone writes
+        self._reducer = step_reducer(model)
+        self._run_dir = run_dir if self._reducer is None or self._reducer.writes else None
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
@@ -144,6 +147,8 @@ class Scope:
         self._wrote_run = False
         self._warned = set()
         self.meta = self._make_meta()
+        if self._reducer is not None:
+            self.meta["distributed"] = self._reducer.describe()
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self):
@@ -332,6 +337,8 @@ class Scope:
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
+            if self._reducer is not None:
+                self._reducer(step.number, {})  # join the step's collective all the same: no rank waits
             return
         try:
             from gradscope.capture.measure import weight_and_jacobian_tables
@@ -345,6 +352,8 @@ class Scope:
             self._tables[table].append(df)
         self._values.extend(values)
         self._cache.clear()
+        if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
+            tables = self._reducer(step.number, tables)
         if self._writer is not None:
             try:
                 self._writer.write_step(step.number, tables, values)
