@@ -123,3 +123,35 @@ def test_data_parallel_and_fsdp_are_refused_with_what_to_do():
 
     with pytest.raises(UnsupportedParallelError, match="FSDP.*DistributedDataParallel"):
         gradscope.watch(nn.Sequential(Sharded()))
+
+
+def test_ranks_at_different_steps_raise_on_every_rank(monkeypatch):
+    from gradscope.integrations import distributed
+
+    reducer = object.__new__(distributed.StepReducer)
+    reducer.rank, reducer.world_size, reducer.writes = 0, 2, True
+
+    def gather(out, mine):  # what all_gather_object gives when rank 1 is one step ahead
+        out[0], out[1] = mine, (mine[0] + 1, mine[1])
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", gather)
+    with pytest.raises(RuntimeError, match=r"closed different steps at once \(\[3, 4\], by rank\)"):
+        reducer(3, {})
+
+
+def test_a_step_whose_rows_could_not_be_measured_still_joins_the_collective(monkeypatch):
+    import gradscope.scope as scope_module
+
+    model = nn.RNN(2, 3, batch_first=True)
+    scope = gradscope.watch(model)
+    joined = []
+    scope._reducer = lambda step, tables: joined.append((step, dict(tables))) or tables
+
+    def broken(step):
+        raise ValueError("measurement failed")
+
+    monkeypatch.setattr(scope_module, "timestep_and_gate_tables", broken)
+    with pytest.warns(gradscope.GradscopeWarning, match="could not be recorded"):
+        with scope:
+            model(torch.randn(1, 4, 2))[0].sum().backward()
+    assert joined == [(0, {})]

@@ -122,6 +122,9 @@ def test_a_resumed_fit_writes_the_next_run_folder(tmp_path):
     assert second.scope.steps() == [0, 1]  # the one optimizer step left: 2 micro-batches
     assert first.scope.steps() == [0, 1, 2, 3]
     assert (tmp_path / "gs" / "index.html").is_file()
+    fresh = GradscopeCallback(out_dir=tmp_path / "gs")  # a new training in the same out_dir
+    fit(tmp_path, [fresh], max_steps=1)
+    assert fresh.run_dir == tmp_path / "gs" / "runs" / "fit-2"
 
 
 def test_without_lightning_the_error_names_the_extra():

@@ -13,7 +13,8 @@ What it does (docs/integrations.md):
     rank 0 only); an exception during fit stops watching (the model is as it was) and writes
     no report;
   - checkpoint resume: the callback's state counts the fits, so a resumed fit writes the next
-    run folder (``fit-1``, ...) instead of clashing with the first one.
+    run folder (``fit-1``, ...) instead of clashing with the first one; a fresh training in
+    an ``out_dir`` that already holds runs takes the first free ``fit-<k>`` too.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def _build_callback_class():
         def on_fit_start(self, trainer, pl_module):
             import gradscope
 
-            self.run_dir = self.out_dir / "runs" / f"fit-{self._fits}"
+            fit = self._fits
+            while (self.out_dir / "runs" / f"fit-{fit}" / "meta.json").exists():
+                fit += 1  # out_dir reused by another training: never mix two runs in one folder
+            self.run_dir = self.out_dir / "runs" / f"fit-{fit}"
             kwargs = dict(self.watch_kwargs)
             kwargs.setdefault("name", type(pl_module).__name__)
             self.scope = gradscope.watch(pl_module, every=self.every, mode=self.mode, run_dir=self.run_dir,
@@ -100,7 +104,7 @@ def _build_callback_class():
             if self.report and trainer.is_global_zero:
                 import gradscope
 
-                title = f"{self.scope.name}: gradients during fit {self._fits - 1}"
+                title = f"{self.scope.name}: gradients during {self.run_dir.name}"
                 gradscope.report(self.run_dir, self.out_dir, title=title)
 
         def on_exception(self, trainer, pl_module, exception):
