@@ -138,3 +138,10 @@ def test_without_lightning_the_error_names_the_extra():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'pip install "gradscope[lightning]"' in done.stdout
+
+
+def test_the_callback_pickles_as_ddp_spawn_sends_it_to_its_processes(tmp_path):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(GradscopeCallback(every=3, out_dir=tmp_path)))
+    assert type(copy) is GradscopeCallback and copy.every == 3 and copy.out_dir == tmp_path

@@ -120,5 +120,8 @@ def _build_callback_class():
         def load_state_dict(self, state_dict):
             self._fits = int(state_dict.get("fits", 0))
 
+    # the class pickles by name (ddp_spawn sends the callbacks to its processes): the name
+    # resolves through this module's __getattr__ to this very class
     GradscopeCallback.__module__ = __name__
+    GradscopeCallback.__qualname__ = "GradscopeCallback"
     return GradscopeCallback
