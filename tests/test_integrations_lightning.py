@@ -3,9 +3,10 @@ bitwise as an unwatched fit leaves it (with accumulation, clipping and a validat
 exception during fit, and a resumed fit."""
 
 import csv
-import math
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,13 +136,12 @@ def test_without_lightning_the_error_names_the_extra():
         "    gl.GradscopeCallback\n"
         "except ImportError as e:\n"
         "    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parent.parent))  # this checkout's gradscope
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'pip install "gradscope[lightning]"' in done.stdout
 
 
 def test_the_callback_pickles_as_ddp_spawn_sends_it_to_its_processes(tmp_path):
-    import pickle
-
     copy = pickle.loads(pickle.dumps(GradscopeCallback(every=3, out_dir=tmp_path)))
     assert type(copy) is GradscopeCallback and copy.every == 3 and copy.out_dir == tmp_path

@@ -3,6 +3,9 @@ oracle: a linear-regime tanh RNN with W_hh = s*Q has gain s and sigma_max s); Na
 missing key; the same dict from a loaded run."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +102,15 @@ def test_a_step_that_was_not_recorded_is_a_clear_error():
     scope = linear_steps([0.5])
     with pytest.raises(ValueError, match=r"step 3 was not recorded; the recorded steps are \[0\]"):
         scope.metrics(step=3)
+
+
+def test_gradscope_and_its_integration_modules_import_without_the_extras_packages():
+    code = ("import sys\n"
+            "import gradscope, gradscope.scope, gradscope.metrics\n"
+            "import gradscope.integrations.tensorboard, gradscope.integrations.lightning\n"
+            "import gradscope.integrations.distributed\n"
+            "print(sorted(m for m in ('lightning', 'tensorboard', 'pytorch_lightning') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parent.parent))  # this checkout's gradscope
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

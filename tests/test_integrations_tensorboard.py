@@ -4,6 +4,7 @@ TensorBoard's own EventAccumulator and find every scalar, the per-t series and t
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,7 @@ def test_without_tensorboard_the_error_names_the_extra(tmp_path):
         f"    tb.log(object(), {str(tmp_path)!r})\n"
         "except ImportError as e:\n"
         "    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parent.parent))  # this checkout's gradscope
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'pip install "gradscope[tensorboard]"' in done.stdout
