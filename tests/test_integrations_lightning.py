@@ -58,11 +58,12 @@ def loader():
     return torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
 
 
-def fit(tmp_path, callbacks, max_steps=3, ckpt_path=None, fail_at=None, model=None):
+def fit(tmp_path, callbacks, max_steps=3, ckpt_path=None, fail_at=None, model=None, loggers=1):
     pl.seed_everything(0, verbose=False)
     model = model if model is not None else TinyRNN(fail_at)
     trainer = pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=CSVLogger(str(tmp_path / "logs")),
+        max_steps=max_steps, accelerator="cpu", devices=1,
+        logger=[CSVLogger(str(tmp_path / f"logs{i}")) for i in range(loggers)],
         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, log_every_n_steps=1, accumulate_grad_batches=2, gradient_clip_val=0.5,
         val_check_interval=2, limit_val_batches=2, num_sanity_val_steps=1)
@@ -70,15 +71,15 @@ def fit(tmp_path, callbacks, max_steps=3, ckpt_path=None, fail_at=None, model=No
     return model, trainer
 
 
-def logged_rows(trainer):
-    with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
+def logged_rows(logger):
+    with open(f"{logger.log_dir}/metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_fit_writes_report_logs_metrics_and_leaves_the_model_as_an_unwatched_fit(tmp_path):
     plain, _ = fit(tmp_path / "plain", [])
     callback = GradscopeCallback(every=2, out_dir=tmp_path / "gs")
-    watched, trainer = fit(tmp_path / "watched", [callback])
+    watched, trainer = fit(tmp_path / "watched", [callback], loggers=2)
 
     for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items()):
         assert torch.equal(a, b), name
@@ -93,12 +94,13 @@ def test_fit_writes_report_logs_metrics_and_leaves_the_model_as_an_unwatched_fit
     assert (tmp_path / "gs" / "index.html").is_file()
     assert (tmp_path / "gs" / "runs" / "fit-0" / "meta.json").is_file()
 
-    rows = logged_rows(trainer)
     gain = "gradscope/rnn/l0/forward/gain"
-    logged = [row for row in rows if row.get(gain)]
-    assert len(logged) == 3
-    assert float(logged[-1][gain]) == pytest.approx(scope.metrics(4)[gain], rel=1e-6)
-    assert set(scope.metrics()) <= set(rows[0])
+    for logger in trainer.loggers:  # every logger the trainer has
+        rows = logged_rows(logger)
+        logged = [row for row in rows if row.get(gain)]
+        assert len(logged) == 3
+        assert float(logged[-1][gain]) == pytest.approx(scope.metrics(4)[gain], rel=1e-6)
+        assert set(scope.metrics()) <= set(rows[0])
 
 
 def test_an_exception_during_fit_stops_watching_and_writes_no_report(tmp_path):

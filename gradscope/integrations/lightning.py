@@ -7,8 +7,8 @@ callback without it raises an ImportError that names the extra to install.
 What it does (docs/integrations.md):
   - fit start: ``gradscope.watch(pl_module, every=..., mode=..., run_dir=out_dir/runs/fit-<k>)``;
     validation and sanity checks run under no_grad/inference mode and are not recorded;
-  - after each training batch whose backward closed a recorded step: ``metrics()`` to
-    ``trainer.logger`` at ``trainer.global_step``;
+  - after each training batch whose backward closed a recorded step: ``metrics()`` to each of
+    ``trainer.loggers`` at ``trainer.global_step``;
   - fit end: stop watching, write the report (``gradscope.report``) to ``out_dir`` (global
     rank 0 only); an exception during fit stops watching (the model is as it was) and writes
     no report;
@@ -46,7 +46,7 @@ def _build_callback_class():
                 ``gradscope.watch(every=...)`` takes.
             out_dir: folder for the run folders (``runs/fit-<k>``) and the report (``index.html``).
             mode: ``gradscope.watch``'s mode.
-            log: send ``metrics()`` of each recorded step to ``trainer.logger``.
+            log: send ``metrics()`` of each recorded step to the trainer's loggers.
             report: write the report when fit ends.
             **watch_kwargs: more ``gradscope.watch`` arguments (``cells``, ``weights``, ``name``).
         """
@@ -92,8 +92,10 @@ def _build_callback_class():
             if not recorded or recorded[-1] == self._logged:
                 return
             self._logged = recorded[-1]
-            if trainer.logger is not None:
-                trainer.logger.log_metrics(scope.metrics(self._logged), step=trainer.global_step)
+            if trainer.loggers:
+                numbers = scope.metrics(self._logged)
+                for logger in trainer.loggers:  # every logger the trainer has (logger=[...])
+                    logger.log_metrics(numbers, step=trainer.global_step)
 
         def on_fit_end(self, trainer, pl_module):
             self._fits += 1
