@@ -23,6 +23,7 @@ from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
 from gradscope.capture.unroll import NotSteppable, exact_module_forward
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
+from gradscope.integrations.distributed import step_reducer
 from gradscope.records import SCHEMA_VERSION, TABLES, frame
 
 MODES = ("exact", "fast")
@@ -132,8 +133,10 @@ class Scope:
         self.name = name if name is not None else type(model).__name__
         self._weights = self._check_weights(weights)
         self._jacobians = bool(jacobians)
-        self._run_dir = run_dir
         self._if_exists = _if_exists(run_dir, overwrite, append)
+        # under torch.distributed: every rank reduces each recorded step, rank 0 alone writes
+        self._reducer = step_reducer(model)
+        self._run_dir = run_dir if self._reducer is None or self._reducer.writes else None
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
@@ -155,6 +158,8 @@ class Scope:
         self._wrote_run = False
         self._warned = set()
         self.meta = self._make_meta()
+        if self._reducer is not None:
+            self.meta["distributed"] = self._reducer.describe()
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self):
@@ -259,6 +264,13 @@ class Scope:
         """The recorded step numbers, as ``Run.steps()`` gives them."""
         return sorted(int(s) for s in self.timesteps()["step"].unique())
 
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}`` for any logger
+        (gradscope.metrics; keys and the verdict codes in docs/integrations.md)."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     @property
     def steps_seen(self):
         """How many steps have closed, recorded or not."""
@@ -344,6 +356,8 @@ class Scope:
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
+            if self._reducer is not None:
+                self._reducer(step.number, {})  # join the step's collective all the same: no rank waits
             return
         try:
             tables["forward_nonfinite"] = forward_nonfinite_table(step)
@@ -362,6 +376,8 @@ class Scope:
             self._tables[table].append(df)
         self._values.extend(values)
         self._cache.clear()
+        if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
+            tables = self._reducer(step.number, tables)
         if self._writer is not None:
             try:
                 self._writer.write_step(step.number, tables, values)

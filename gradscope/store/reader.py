@@ -148,6 +148,12 @@ class Run:
         """The committed steps, increasing."""
         return list(self._index.steps)
 
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}``, as Scope.metrics."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     def sample_steps(self, n):
         """At most ``n`` committed steps, evenly spaced, the first and the last included."""
         steps = self._index.steps
