@@ -8,8 +8,10 @@ thread counts of the training threads (a thread's count is its own under torch's
 setting it also writes the process-wide start count, which is read first and written back, under
 the same lock ``spectra_parallel`` uses).
 
-Nothing is skipped: ``wait()`` returns once every job submitted so far is delivered. An error in
-a job (or in ``deliver``) is kept, and ``take_errors()`` hands it over to be reported.
+Nothing is skipped: ``wait()`` returns once every job submitted so far is delivered. At most
+``MAX_PENDING`` jobs wait (each holds a copy of a step's weights): when the thread falls that far
+behind, ``submit`` waits for it rather than drop a step or let memory grow without bound. An
+error in a job (or in ``deliver``) is kept, and ``take_errors()`` hands it over to be reported.
 """
 
 import queue
@@ -20,6 +22,7 @@ import torch
 from gradscope import spectra_parallel
 
 _STOP = object()
+MAX_PENDING = 4
 
 
 class BackgroundSpectra:
@@ -29,13 +32,14 @@ class BackgroundSpectra:
         """``deliver(number, result)`` is called on the background thread, in submission order,
         with what ``job()`` returned."""
         self._deliver = deliver
-        self._queue = queue.Queue()
+        self._queue = queue.Queue(maxsize=MAX_PENDING)
         self._thread = None
         self._errors = []
         self._lock = threading.Lock()
 
     def submit(self, number, job):
-        """Queue ``job`` (a function of no arguments) for step ``number``."""
+        """Queue ``job`` (a function of no arguments) for step ``number`` (waits while
+        ``MAX_PENDING`` jobs are queued)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="gradscope-spectra-background", daemon=True)
             self._thread.start()

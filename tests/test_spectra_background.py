@@ -71,6 +71,22 @@ def test_a_busy_worker_skips_nothing_and_a_read_waits(monkeypatch):
     assert closing < 5 * 0.2  # the steps did not wait for their spectra
 
 
+def test_a_worker_far_behind_makes_the_step_wait_rather_than_queue_without_bound(monkeypatch):
+    from gradscope import spectra_background
+
+    slow_spectra(monkeypatch, 0.1)
+    monkeypatch.setattr(spectra_background, "MAX_PENDING", 1)
+    model = nn.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with gradscope.watch(model) as scope:
+        pending = []
+        for _ in range(4):
+            model(x)[0].sum().backward()
+            pending.append(scope._background.pending())
+    assert max(pending) <= 2  # one queued, one running
+    assert sorted(scope.spectra()["step"].unique()) == [0, 1, 2, 3]
+
+
 def test_the_run_folder_holds_every_steps_spectra(tmp_path, monkeypatch):
     slow_spectra(monkeypatch, 0.05)
     scope = train("background", steps=5, run_dir=tmp_path / "run")

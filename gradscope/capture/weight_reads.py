@@ -34,6 +34,7 @@ class WeightRead:
                             "pass the module that holds the recurrent weight and the attribute's name")
         self._descriptor = descriptor
         self._original_class = None
+        self._subclass = None
         self._value = None
 
     def start(self):
@@ -55,14 +56,14 @@ class WeightRead:
         subclass = type(cls.__name__, (cls,), {self.name: watched, "__module__": cls.__module__,
                                                 "__qualname__": cls.__qualname__})
         self.module.__class__ = subclass
-        self._original_class = cls
+        self._original_class, self._subclass = cls, subclass
 
     def stop(self):
         """Put the module's class back (unless something else swapped it since)."""
         if self._original_class is not None:
-            if type(self.module).__bases__ == (self._original_class,):
+            if type(self.module) is self._subclass:
                 self.module.__class__ = self._original_class
-            self._original_class = None
+            self._original_class = self._subclass = None
         self._value = None
 
     def taken(self):
