@@ -140,14 +140,18 @@ def test_rows_added_to_a_written_step_load_with_it(tmp_path):
 
 def test_a_crash_before_the_added_rows_commit_loses_only_them(tmp_path):
     path = tmp_path / "run"
+    steps = {step: synthetic_step(step, modules=("a",)) for step in (0, 1)}
     with RunWriter(path, synthetic_meta("x", ("a",))) as writer:
-        tables, values = synthetic_step(0, modules=("a",))
-        writer.write_step(0, {k: v for k, v in tables.items() if k != "spectra"})
-    with open(path / "spectra.csv", "ab") as handle:  # the rows, then the process died
-        handle.write(fmt.encode_rows("spectra", tables["spectra"], 0))
+        for step, (tables, _) in steps.items():
+            writer.write_step(step, {k: v for k, v in tables.items() if k != "spectra"})
+        writer.add_to_step(0, {"spectra": steps[0][0]["spectra"]})
+    with open(path / "spectra.csv", "ab") as handle:  # step 1's spectra rows, then the process died
+        handle.write(fmt.encode_rows("spectra", steps[1][0]["spectra"], 1))
     with pytest.warns(gradscope.GradscopeWarning, match="no whole commit names"):
         run = load(path)
-    assert run.steps() == [0] and run.spectra().empty and len(run.timesteps()) == len(tables["timesteps"])
+    assert run.steps() == [0, 1]
+    assert set(run.spectra()["step"]) == {0}
+    assert len(run.timesteps()) == sum(len(tables["timesteps"]) for tables, _ in steps.values())
 
 
 def test_an_added_commit_for_an_unknown_step_is_dropped(tmp_path):

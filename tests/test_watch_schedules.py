@@ -14,6 +14,15 @@ def recorded(schedule, upto):
     return [s for s in range(upto) if schedule(s)]
 
 
+def test_schedules_is_reachable_from_the_package():
+    import subprocess
+    import sys
+
+    code = "import gradscope; print(gradscope.schedules.linear(2)(4))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
 def test_linear_with_offset():
     assert recorded(schedules.linear(3), 10) == [0, 3, 6, 9]
     assert recorded(schedules.linear(4, offset=2), 15) == [2, 6, 10, 14]
