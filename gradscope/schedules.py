@@ -88,8 +88,9 @@ def logarithmic(start, end, steps=300, base=10, init=True):
                      chosen.__contains__)
 
 
-def check_every(every):
-    """``every`` as given to ``watch``: a whole number >= 1 or a schedule ``step -> bool``.
+def check_every(every, name="every"):
+    """``every`` as given to ``watch`` (or ``spectra_every``, as ``name`` says): a whole number
+    >= 1 or a schedule ``step -> bool``.
 
     Returns:
         The schedule to use (an int ``N`` becomes ``linear(N)``).
@@ -101,14 +102,14 @@ def check_every(every):
         try:
             first = every(0)
         except Exception as err:
-            raise TypeError(f"gradscope.watch(every={every!r}): a schedule is called as schedule(step) -> bool "
+            raise TypeError(f"gradscope.watch({name}={every!r}): a schedule is called as schedule(step) -> bool "
                             f"with step = 0, 1, 2, ...; schedule(0) raised {type(err).__name__}: {err}") from err
         if not isinstance(first, (bool, np.bool_)):
-            raise TypeError(f"gradscope.watch(every={every!r}): a schedule must return True or False for each "
+            raise TypeError(f"gradscope.watch({name}={every!r}): a schedule must return True or False for each "
                             f"step; schedule(0) returned {first!r} ({type(first).__name__})")
         return every
     if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-        raise ValueError(f"gradscope.watch(every={every!r}): every must be a whole number >= 1 "
+        raise ValueError(f"gradscope.watch({name}={every!r}): {name} must be a whole number >= 1 "
                          "(1 records every step, 10 records steps 0, 10, 20, ...) or a schedule step -> bool, "
                          "such as gradscope.schedules.logarithmic(0, 4)")
     return linear(int(every))

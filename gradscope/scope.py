@@ -5,6 +5,7 @@ step runs (and back on exit, by exception too), counts steps, and turns each clo
 table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
+import os
 import threading
 import warnings
 import weakref
@@ -35,11 +36,11 @@ class AlreadyWatchedError(RuntimeError):
     """The model (or one of its recurrent parts) is already being watched by another Scope."""
 
 
-SPECTRA = ("background", "inline")
+SPECTRA = ("auto", "background", "inline")
 
 
 def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
-          optimizer=None, spectra="background"):
+          optimizer=None, spectra="auto", spectra_every=1):
     """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
 
     Args:
@@ -47,15 +48,19 @@ def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=Fal
         optimizer: a ``torch.optim.Optimizer``: a step is then everything between two
             ``optimizer.step()`` calls (LBFGS closures, gradient accumulation), and only its
             first forward-and-backward is measured.
-        spectra: ``"background"`` (default): the weight spectra of a recorded step are computed
-            from a copy of its weights on a background thread; ``"inline"``: at step close.
+        spectra: ``"background"``: the weight spectra of a recorded step are computed from a
+            copy of its weights on a background thread; ``"inline"``: at step close;
+            ``"auto"`` (default): background where it has room to run (weights on a GPU, or
+            more CPU cores than torch threads), else inline.
+        spectra_every: which recorded steps also get weight spectra: every N-th step number
+            (1: every recorded step) or a schedule ``step -> bool``.
         The other arguments: see docs/api.md.
 
     Returns:
         The Scope (not started; ``with`` starts it).
     """
     return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
-                 run_dir=run_dir, name=name, optimizer=optimizer, spectra=spectra)
+                 run_dir=run_dir, name=name, optimizer=optimizer, spectra=spectra, spectra_every=spectra_every)
 
 
 class _Capture:
@@ -124,7 +129,7 @@ class Scope:
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
     def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
-                 run_dir=None, name=None, optimizer=None, spectra="background"):
+                 run_dir=None, name=None, optimizer=None, spectra="auto", spectra_every=1):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
         schedule = check_every(every)
@@ -132,8 +137,9 @@ class Scope:
             raise TypeError(f"gradscope.watch(optimizer=...): expected a torch.optim.Optimizer (the one whose "
                             f"step() ends a training step), got {type(optimizer).__name__}")
         if spectra not in SPECTRA:
-            raise ValueError(f"gradscope.watch(spectra={spectra!r}): spectra must be 'background' (computed off "
-                             "the training thread) or 'inline' (at step close)")
+            raise ValueError(f"gradscope.watch(spectra={spectra!r}): spectra must be 'auto', 'background' "
+                             "(computed off the training thread) or 'inline' (at step close)")
+        self._spectra_schedule = check_every(spectra_every, "spectra_every")
         if mode not in MODES:
             raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
         if mode == "fast":
@@ -150,6 +156,7 @@ class Scope:
         self._optimizer = optimizer
         self._optimizer_hook = None
         self._spectra_mode = spectra
+        self._spectra_every = spectra_every
         self._jacobians = bool(jacobians)
         self._run_dir = run_dir
         self._parts = find_parts(model, cells)
@@ -201,7 +208,7 @@ class Scope:
             if self._optimizer is not None:
                 self._optimizer_hook = self._optimizer.register_step_post_hook(
                     lambda optimizer, args, kwargs: self._clock.optimizer_stepped())
-            if self._spectra_mode == "background":
+            if self._spectra_in_background():
                 self._background = BackgroundSpectra(self._deliver_spectra)
         except BaseException:
             self._unpatch()
@@ -309,6 +316,22 @@ class Scope:
                 self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
             return self._cache[table].copy()
 
+    def _spectra_in_background(self):
+        """``spectra="auto"``: a background thread pays where it has room to run, the weights on
+        a GPU or a CPU core that torch's threads leave free; on a CPU whose cores all compute
+        the step it only competes with training (measured: benchmarks/spectra_background.py)."""
+        if self._spectra_mode != "auto":
+            return self._spectra_mode == "background"
+        tensors = [p for part in self._parts for p in part.module.parameters()]
+        tensors += [w for w in self._weights.values() if isinstance(w, torch.Tensor)]
+        if any(t.device.type != "cpu" for t in tensors):
+            return True
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return cores > torch.get_num_threads()
+
     def _settle_spectra(self):
         """Wait for the spectra still computed in the background: a table read holds every
         recorded step's."""
@@ -389,9 +412,7 @@ class Scope:
     def _on_close(self, step):
         self._links.clear()
         if not step.recorded:
-            for value in self._weights.values():
-                if isinstance(value, WeightRead):
-                    value.forget()
+            self._forget_weight_reads()
             return
         tables, values = {}, []
         if any(record.restricted for record in step.received):
@@ -410,9 +431,12 @@ class Scope:
 
         job = None
         try:
-            # the copy of the weights is taken now, before the optimizer changes them
-            job = spectra_job(step, self, parallel=self._background is None)
-            if self._background is None:
+            if self._spectra_schedule(step.number):
+                # the copy of the weights is taken now, before the optimizer changes them
+                job = spectra_job(step, self, parallel=self._background is None)
+            else:
+                self._forget_weight_reads()
+            if job is not None and self._background is None:
                 tables["spectra"], values, latest = job()
                 self._latest_weights = latest or self._latest_weights
                 job = None
@@ -435,6 +459,12 @@ class Scope:
                                                            f"{self._run_dir} ({type(err).__name__}: {err})")
         if job is not None:
             self._background.submit(step.number, job)
+
+    def _forget_weight_reads(self):
+        """A step whose weights are not measured: its reads are not the next step's."""
+        for value in self._weights.values():
+            if isinstance(value, WeightRead):
+                value.forget()
 
     def _deliver_spectra(self, number, result):
         """On the background thread, in step order: a step's spectra join the tables, then the
@@ -520,7 +550,8 @@ class Scope:
                 modules[part.name] = {"cell": type(m).__name__, "kind": "custom", "layers": 1,
                                       "directions": ["forward"], "hidden_size": None, "proj_size": 0}
         every = self.every if isinstance(self.every, int) else repr(self.every)
-        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": every,
+        spectra_every = self._spectra_every if isinstance(self._spectra_every, int) else repr(self._spectra_every)
+        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": every, "spectra_every": spectra_every,
                 "jacobians": self._jacobians, "modules": modules, "weights": sorted(self._weights)}
 
     def __repr__(self):

@@ -58,7 +58,7 @@ def test_a_busy_worker_skips_nothing_and_a_read_waits(monkeypatch):
     threads = slow_spectra(monkeypatch, 0.2)
     model = nn.GRU(3, 4)
     x = torch.randn(5, 2, 3)
-    with gradscope.watch(model) as scope:
+    with gradscope.watch(model, spectra="background") as scope:
         started = time.perf_counter()
         for _ in range(5):
             model(x)[0].sum().backward()
@@ -78,7 +78,7 @@ def test_a_worker_far_behind_makes_the_step_wait_rather_than_queue_without_bound
     monkeypatch.setattr(spectra_background, "MAX_PENDING", 1)
     model = nn.GRU(3, 4)
     x = torch.randn(5, 2, 3)
-    with gradscope.watch(model) as scope:
+    with gradscope.watch(model, spectra="background") as scope:
         pending = []
         for _ in range(4):
             model(x)[0].sum().backward()
@@ -104,7 +104,7 @@ def test_a_worker_error_is_reported_at_the_next_read_and_at_stop(monkeypatch):
 
     monkeypatch.setattr(spectra_parallel, "spectra_of_parts", broken)
     model = nn.RNN(3, 4)
-    scope = gradscope.watch(model).start()
+    scope = gradscope.watch(model, spectra="background").start()
     model(torch.randn(5, 2, 3))[0].sum().backward()
     with pytest.warns(gradscope.GradscopeWarning, match=r"step\(s\) 0 .*no LAPACK today"):
         scope.spectra()
@@ -112,6 +112,28 @@ def test_a_worker_error_is_reported_at_the_next_read_and_at_stop(monkeypatch):
     with pytest.warns(gradscope.GradscopeWarning, match=r"step\(s\) 1 "):
         scope.stop()
     assert len(scope.timesteps()) == 2 * 5  # the gradients are kept
+
+
+def test_spectra_every_gives_spectra_of_every_nth_step_only():
+    model = nn.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+    with gradscope.watch(model, every=2, spectra_every=3) as scope:
+        for _ in range(13):
+            model(x)[0].sum().backward()
+    assert scope.steps() == [0, 2, 4, 6, 8, 10, 12]
+    assert sorted(scope.spectra()["step"].unique()) == [0, 6, 12]  # recorded and a multiple of 3
+    with pytest.raises(ValueError, match="spectra_every"):
+        gradscope.watch(model, spectra_every=0)
+
+
+@pytest.mark.parametrize("cores,threads,want", [(2, 2, False), (4, 2, True)])
+def test_auto_runs_in_the_background_only_where_a_core_is_free(monkeypatch, cores, threads, want):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    scope = gradscope.watch(nn.GRU(3, 4))
+    assert scope._spectra_in_background() is want
 
 
 def test_thread_counts_of_training_threads_are_left_alone():
