@@ -170,7 +170,7 @@ class Scope:
         self._patches = []
         self._links = LinkTable()
         self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None)
-        self._background = None  # BackgroundSpectra while started with spectra="background"
+        self._background = None  # BackgroundSpectra while started, where the spectra run in the background
         self._lock = threading.RLock()  # the tables, against the background thread
         self._write_lock = threading.Lock()  # the run folder, against the background thread
         self._active = False
@@ -549,14 +549,18 @@ class Scope:
             else:
                 modules[part.name] = {"cell": type(m).__name__, "kind": "custom", "layers": 1,
                                       "directions": ["forward"], "hidden_size": None, "proj_size": 0}
-        every = self.every if isinstance(self.every, int) else repr(self.every)
-        spectra_every = self._spectra_every if isinstance(self._spectra_every, int) else repr(self._spectra_every)
-        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": every, "spectra_every": spectra_every,
-                "jacobians": self._jacobians, "modules": modules, "weights": sorted(self._weights)}
+        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": _json_schedule(self.every),
+                "spectra_every": _json_schedule(self._spectra_every), "jacobians": self._jacobians,
+                "modules": modules, "weights": sorted(self._weights)}
 
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _json_schedule(every):
+    """A whole number as itself, a schedule as its description (meta.json is JSON)."""
+    return repr(every) if callable(every) else int(every)  # watch() checked: a schedule or a whole number
 
 
 def _tensors_in(value):
