@@ -47,7 +47,8 @@ class WeightRead:
 
         def get(module):
             value = getter(module)
-            if torch.is_grad_enabled() and isinstance(value, torch.Tensor):
+            # a copy made while watched (deepcopy keeps the class) is not the watched module
+            if module is read.module and torch.is_grad_enabled() and isinstance(value, torch.Tensor):
                 read._value = value.detach()  # the forward's own value; no graph kept
             return value
 
