@@ -1,7 +1,9 @@
 """Weight spectra inline (at step close) against in the background, alternated in one process.
 
-    python benchmarks/spectra_background.py                       # LSTM (B, H, T) = (32, 256, 200)
-    python benchmarks/spectra_background.py --pairs 5 --steps 3 --hidden 128
+    PYTHONPATH=. python benchmarks/spectra_background.py          # LSTM (B, H, T) = (32, 256, 200)
+    PYTHONPATH=. python benchmarks/spectra_background.py --pairs 5 --steps 3 --hidden 128
+
+(PYTHONPATH=. so that a checkout's own gradscope is the one imported.)
 
 Each run trains ``--steps`` recorded steps (every=1, Adam) under ``watch(spectra=...)`` and
 times, per step, forward + backward + optimizer.step() (the training thread's critical path),
