@@ -47,7 +47,12 @@ def main():
     parser.add_argument("--seq", type=int, default=200, help="sequence length T (default 200)")
     parser.add_argument("--pairs", type=int, default=4, help="alternated runs of each mode (default 4)")
     parser.add_argument("--steps", type=int, default=3, help="recorded steps per run (default 3)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for training (default 0: torch's own choice); fewer than the cores "
+                             "leaves the background thread a core of its own")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = nn.LSTM(args.hidden, args.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
