@@ -5,7 +5,6 @@ step runs (and back on exit, by exception too), counts steps, and turns each clo
 table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
-import os
 import threading
 import warnings
 import weakref
@@ -50,8 +49,7 @@ def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=Fal
             first forward-and-backward is measured.
         spectra: ``"background"``: the weight spectra of a recorded step are computed from a
             copy of its weights on a background thread; ``"inline"``: at step close;
-            ``"auto"`` (default): background where it has room to run (weights on a GPU, or
-            more CPU cores than torch threads), else inline.
+            ``"auto"`` (default): background where the weights live on a GPU, else inline.
         spectra_every: which recorded steps also get weight spectra: every N-th step number
             (1: every recorded step) or a schedule ``step -> bool``.
         The other arguments: see docs/api.md.
@@ -317,20 +315,16 @@ class Scope:
             return self._cache[table].copy()
 
     def _spectra_in_background(self):
-        """``spectra="auto"``: a background thread pays where it has room to run, the weights on
-        a GPU or a CPU core that torch's threads leave free; on a CPU whose cores all compute
-        the step it only competes with training (measured: benchmarks/spectra_background.py)."""
+        """``spectra="auto"``: in the background where the weights live on a GPU (their products
+        run there); on a CPU a background thread competes with training for the same cores and
+        measured slower per step, with one torch thread for training or two
+        (benchmarks/spectra_background.py, docs/spectra.md), so the spectra are computed at
+        step close there."""
         if self._spectra_mode != "auto":
             return self._spectra_mode == "background"
         tensors = [p for part in self._parts for p in part.module.parameters()]
         tensors += [w for w in self._weights.values() if isinstance(w, torch.Tensor)]
-        if any(t.device.type != "cpu" for t in tensors):
-            return True
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        return cores > torch.get_num_threads()
+        return any(t.device.type != "cpu" for t in tensors)
 
     def _settle_spectra(self):
         """Wait for the spectra still computed in the background: a table read holds every
