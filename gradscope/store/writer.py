@@ -52,6 +52,10 @@ class RunWriter:
     order. The step's rows are written first, then its commit line in steps.jsonl; a reader
     ignores rows that no commit line names, so a step torn by a crash is dropped whole.
 
+    ``add_to_step(step, tables, values)`` appends rows of a step written before (its spectra,
+    computed off the training thread) with a commit line marked ``"adds": true``; until it
+    returns, that step loads without them.
+
     ``update_meta(meta)`` atomically replaces meta.json (e.g. when a ``track`` label first
     shows up mid-run). ``close()`` ends the run; the writer is also a context manager.
 
@@ -88,6 +92,23 @@ class RunWriter:
         if self._fds is None:
             raise RuntimeError(f"RunWriter for {self.path} is closed; open a new one to write")
         step = self._checked_step(step)
+        self._append(step, tables, values, adds=False)
+        self._last_step = step
+
+    def add_to_step(self, step, tables, values=()):
+        """Append rows computed after step ``step`` was written (its spectra, from the
+        background worker) as a commit line that adds them to that step. ``tables`` must hold
+        only tables the step has not written yet. Durable on return; steps written since are
+        unaffected, and a crash before it returns loses only these rows."""
+        if self._fds is None:
+            raise RuntimeError(f"RunWriter for {self.path} is closed; open a new one to write")
+        if isinstance(step, bool) or not isinstance(step, int) or self._last_step is None \
+                or not 0 <= step <= self._last_step:
+            raise ValueError(f"add_to_step({step!r}): the step must be one written before "
+                             f"(last step written: {self._last_step})")
+        self._append(step, tables, values, adds=True)
+
+    def _append(self, step, tables, values, adds):
         unknown = sorted(set(tables) - set(TABLES))
         if unknown:
             raise ValueError(f"unknown table(s) {unknown}; the tables are {list(TABLES)}")
@@ -101,6 +122,8 @@ class RunWriter:
         if values:
             chunks[fmt.VALUES_FILE] = fmt.encode_values(values, step)
             rows["values"] = len(values)
+        if adds and not chunks:
+            return  # nothing to add
         ranges = {}
         for name, data in chunks.items():
             fd = self._fds[name]
@@ -111,9 +134,8 @@ class RunWriter:
             ranges[name] = (start, start + len(data), fmt.crc32(data))
         self._sync([self._fds[name] for name in chunks])
         commit = self._fds[fmt.COMMIT_FILE]
-        write_all(commit, fmt.commit_line(step, ranges, rows))
+        write_all(commit, fmt.commit_line(step, ranges, rows, adds=adds))
         os.fsync(commit)
-        self._last_step = step
 
     @property
     def last_step(self):
