@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from gradscope.capture.accumulate import CallRecord
-from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step, lstm_step, module_weights, rnn_step
+from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step_node, lstm_step_node, module_weights, rnn_step
 
 SATURATION_MARGIN = 0.05
 
@@ -204,9 +204,9 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
         if prev_states is not None:
             prev_states[t] = (torch.cat([h, c], dim=1) if is_lstm else h).detach()
         if is_lstm:
-            new_h, new_c, gates = lstm_step(xw_steps[t], h, c, w_hh, b_hh, w_hr, c_probe=pieces_c_out[t])
+            new_h, new_c, gates = lstm_step_node(xw_steps[t], h, c, w_hh, b_hh, w_hr, c_probe=pieces_c_out[t])
         elif kind == "GRU":
-            new_h, gates = gru_step(xw_steps[t], h, w_hh, b_hh)
+            new_h, gates = gru_step_node(xw_steps[t], h, w_hh, b_hh)
         else:
             new_h, gates = rnn_step(xw_steps[t], h, w_hh, b_hh, relu=kind == "RNN_RELU")
         if gates_seen is not None:
