@@ -147,7 +147,11 @@ def _memory(value):
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=print, budget_s=150.0, **kwargs):
+def _print_now(line):
+    print(line, flush=True)  # a row as soon as it is measured, also when stdout is a file
+
+
+def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=60.0, **kwargs):
     """Measure every cell at every size and print one table. ``budget_s`` is shared by all
     configurations (each stops adding rounds past the minimum once its share is spent)."""
     sizes = SIZES["default"] if sizes is None else sizes

@@ -59,9 +59,10 @@ def add_arguments(parser):
     parser.add_argument("--tolerance", type=_fraction, default=0.03,
                         help="stable: every median's 95%% interval is within this fraction of it "
                              "(default: %(default)s)")
-    parser.add_argument("--budget", type=_seconds, default=120.0,
-                        help="seconds of extra rounds, shared by all configurations, before an unstable "
-                             "ratio is printed as it is (default: %(default)s)")
+    parser.add_argument("--budget", type=_seconds, default=60.0,
+                        help="seconds shared by all configurations: past --repeat rounds, a configuration "
+                             "stops adding rounds once its share is spent, and an unstable ratio is printed "
+                             "with its wide interval (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's own setting)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda; cuda times with CUDA events (default: %(default)s)")
