@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
+from gradscope.capture.fast import fast_module_forward
 from gradscope.capture.finish import timestep_and_gate_tables
 from gradscope.capture.links import LinkTable
 from gradscope.capture.patch import ForwardPatch, watched_by
@@ -111,10 +112,6 @@ class Scope:
                              "(1 records every step, 10 records steps 0, 10, 20, ...)")
         if mode not in MODES:
             raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
-        if mode == "fast":
-            raise NotImplementedError(
-                "gradscope.watch(mode='fast') is not available in this version; use mode='exact' "
-                "(the default) and every=N to record only every N-th step")
         if isinstance(cells, (nn.Module, str)):
             cells = (cells,)
         self.model = model
@@ -269,7 +266,8 @@ class Scope:
             ctx = _Capture(scope, step)
             try:
                 if part.kind == "module":
-                    return exact_module_forward(ctx, part.name, part.module, *args, **kwargs)
+                    route = fast_module_forward if scope.mode == "fast" else exact_module_forward
+                    return route(ctx, part.name, part.module, *args, **kwargs)
                 if part.kind == "cell":
                     return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
                 return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)
