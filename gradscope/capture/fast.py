@@ -33,6 +33,15 @@ class FastCallRecord(CallRecord):
         super().gradient_arrived()
         self.restricted = False
 
+    def finish(self):
+        # the recursion runs layer by layer in backward order; keep the exact route's forward order
+        def order(key):
+            return key[0], self.directions.index(key[1])
+
+        self.gate_stats.sort(key=lambda item: order(item[:2]))
+        self.jacobian_inputs = dict(sorted(self.jacobian_inputs.items(), key=lambda item: order(item[0])))
+        return super().finish()
+
 
 class _Tap(torch.autograd.Function):
     """Identity on a layer's (output, h_n[, c_n]); its backward sees all their gradients at once
