@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
-from gradscope.capture.fast import fast_module_forward
+from gradscope.capture.fast import fast_module_forward, part_routes
 from gradscope.capture.finish import timestep_and_gate_tables
 from gradscope.capture.links import LinkTable
 from gradscope.capture.patch import ForwardPatch, watched_by
@@ -32,7 +32,7 @@ class AlreadyWatchedError(RuntimeError):
     """The model (or one of its recurrent parts) is already being watched by another Scope."""
 
 
-def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
+def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
     """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop())."""
     return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
                  run_dir=run_dir, name=name)
@@ -103,7 +103,7 @@ class _Capture:
 class Scope:
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
-    def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
+    def __init__(self, model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False,
                  run_dir=None, name=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
@@ -141,6 +141,7 @@ class Scope:
         self._wrote_run = False
         self._warned = set()
         self.meta = self._make_meta()
+        self.meta["routes"] = part_routes(self._parts, mode)  # fast: stock modules only; says so once
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import gradscope
+from tests.reference import compare_tables
 from tests.settings import setting_id, settings
 from tests.test_capture_modules import Inputs, build
 
@@ -51,6 +52,17 @@ def test_fast_equals_exact(kind, extra):
     fast, dtype = _watched(kind, extra, "fast")
     exact, _ = _watched(kind, extra, "exact")
     assert_same_tables(fast, exact, dtype)
+
+
+@pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])
+def test_fast_matches_autograd_reference(kind, extra):
+    torch.manual_seed(0)
+    module, dtype = build(kind, extra)
+    inputs = Inputs(module, kind, extra, dtype, torch.Generator().manual_seed(1))
+    with gradscope.watch(module, mode="fast") as scope:
+        torch.manual_seed(1234)
+        inputs.loss(inputs.call(module)).backward()
+    compare_tables(scope.timesteps(), inputs.reference(1234), rtol=1e-9 if dtype == torch.float64 else 1e-4)
 
 
 @pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])
@@ -184,3 +196,17 @@ def test_nonfinite_gradient_is_counted_as_on_exact():
     a = fast.timesteps().sort_values(KEYS).reset_index(drop=True)
     b = exact.timesteps().sort_values(KEYS).reset_index(drop=True)
     assert (a["nonfinite"] == b["nonfinite"]).all() and a["nonfinite"].sum() > 0
+
+
+def test_unrecorded_steps_run_module_code_untouched():
+    model = torch.nn.LSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    plain = model(x)[0].grad_fn.name()
+    calls = []
+    with gradscope.watch(model, every=2) as scope:
+        for step in range(2):
+            out, _ = model(x)
+            calls.append(out.grad_fn.name())
+            out.sum().backward()
+    assert calls == ["_TapBackward", plain] and scope.steps() == [0]
+    assert "forward" not in model.__dict__

@@ -11,6 +11,8 @@ states (fast_adjoint.py), and the call record (accumulate.py) reduces them to no
 on the exact route. Chained calls use the same links (links.py).
 """
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import _VF
@@ -20,6 +22,8 @@ from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.fast_adjoint import LayerJob, run_layer
 from gradscope.capture.unroll import NotSteppable
 from gradscope.cells import cell_kind, module_weights
+
+log = logging.getLogger("gradscope")
 
 _FUSED = {"RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu, "GRU": _VF.gru, "LSTM": _VF.lstm}
 
@@ -64,6 +68,19 @@ class _Tap(torch.autograd.Function):
                 job.failed(err)
             job.reached()
         return (None,) + grads
+
+
+def part_routes(parts, mode):
+    """``{part name: "fast" | "exact"}``: under ``mode="fast"`` nn.RNN/GRU/LSTM take the fast route,
+    stock cells (``nn.*Cell``) and custom cells the exact one (a cell call is one time step: there
+    is no fused sequence to keep). Parts that fall back are named once, as an INFO record of the
+    ``gradscope`` logger (not a warning: nothing is lost, the numbers are the same)."""
+    routes = {part.name: "fast" if mode == "fast" and part.kind == "module" else "exact" for part in parts}
+    fallback = sorted(name or "<root>" for name, route in routes.items() if route != mode)
+    if fallback:
+        log.info("gradscope: mode='fast' takes nn.RNN/GRU/LSTM only; %s use the exact route (same numbers, "
+                 "stepped one call per time step)", ", ".join(fallback))
+    return routes
 
 
 def fast_module_forward(ctx, name, module, input, hx=None):

@@ -1,0 +1,105 @@
+"""Cost of a recorded training step on the fast route, against the plain step and the exact route.
+
+Run: `PYTHONPATH=. python benchmarks/fast_route.py [--repeat 7] [--kinds RNN,GRU,LSTM] [--size 32,256,200]
+[--profile]` from the repository root. Variants alternate within each repetition (the machine is
+noisy); the table gives medians of the ratios to the plain step of the same repetition.
+"capture only" leaves the weight spectra out of the step (they are measured at step close and
+are being moved off the critical path separately), so the capture's own cost shows.
+`--profile` splits one fast backward into the recursion's parts (torch.profiler, CPU).
+"""
+
+import argparse
+import contextlib
+import statistics
+import time
+from unittest import mock
+
+import torch
+import torch.nn as nn
+
+import gradscope
+from gradscope.records import frame
+
+
+def _no_spectra(step, scope):
+    return {"spectra": frame("spectra"), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}, []
+
+
+def make(kind, size_h, size_i):
+    cls = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}[kind]
+    return cls(size_i, size_h, batch_first=True)
+
+
+def one_step(model, opt, x, y):
+    opt.zero_grad()
+    out, _ = model(x)
+    loss = ((out - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions (default 7)")
+    parser.add_argument("--kinds", default="RNN,GRU,LSTM", help="default RNN,GRU,LSTM")
+    parser.add_argument("--size", default="32,256,200", help="B,H,T (default 32,256,200)")
+    parser.add_argument("--profile", action="store_true", help="profile one fast LSTM backward")
+    args = parser.parse_args()
+    batch, hidden, steps = (int(v) for v in args.size.split(","))
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, (B,H,T)=({batch},{hidden},{steps})")
+    variants = ("plain", "fast", "fast capture only", "exact", "exact capture only")
+    for kind in args.kinds.split(","):
+        model = make(kind, hidden, hidden)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, steps, hidden)
+        y = torch.randn(batch, steps, hidden)
+        times = {v: [] for v in variants}
+
+        def run(variant):
+            if variant == "plain":
+                return timed(lambda: one_step(model, opt, x, y))
+            mode = variant.split()[0]
+            patch = mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra) \
+                if "only" in variant else contextlib.nullcontext()
+            with patch, gradscope.watch(model, mode=mode):
+                return timed(lambda: one_step(model, opt, x, y))
+
+        for v in variants:  # warm up
+            run(v)
+        for _ in range(args.repeat):
+            for v in variants:
+                times[v].append(run(v))
+        plain = statistics.median(times["plain"])
+        ratios = {v: statistics.median(t / p for t, p in zip(times[v], times["plain"])) for v in variants}
+        print(f"{kind:5s} plain {plain * 1e3:7.1f} ms | " +
+              " | ".join(f"{v} {ratios[v]:.2f}x" for v in variants[1:]), flush=True)
+    if args.profile:
+        profile(batch, hidden, steps)
+
+
+def profile(batch, hidden, steps):
+    from torch.profiler import ProfilerActivity, profile as prof, record_function
+
+    for kind in ("LSTM", "GRU", "RNN"):
+        model = make(kind, hidden, hidden)
+        x = torch.randn(batch, steps, hidden)
+        with gradscope.watch(model, mode="fast"), \
+                mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra):
+            with prof(activities=[ProfilerActivity.CPU]) as p:
+                with record_function("forward"):
+                    out, _ = model(x)
+                with record_function("backward"):
+                    out.pow(2).mean().backward()
+        print(kind)
+        print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
