@@ -142,33 +142,49 @@ def _layer_states(job, d, direction):
     size = job.size_h
     h = job.outputs[:, d * size:(d + 1) * size]
     prev_h = _previous(record, reverse, job.h0[d], h)
-    xw = F.linear(job.inputs, w["w_ih"], w["b_ih"])
-    hw = F.linear(prev_h, w["w_hh"], w["b_hh"])
-    out = {"xw": xw, "prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
+    out = {"prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
+    if kind in ("RNN_TANH", "RNN_RELU" ) and not job.jacobians:
+        xw = None  # an RNN's factors need only its outputs: no matmul over all t
+    else:
+        xw = F.linear(job.inputs, w["w_ih"], w["b_ih"])
+    out["xw"] = xw
     if kind in ("RNN_TANH", "RNN_RELU"):
         out["gates"] = (h,)
-        out["K"] = (1 - h * h) if kind == "RNN_TANH" else (h > 0).to(h.dtype)
-    elif kind == "GRU":
+        out["K"] = torch.addcmul(torch.ones_like(h), h, h, value=-1) if kind == "RNN_TANH" else (h > 0).to(h.dtype)
+        return out
+    pre = F.linear(prev_h, w["w_hh"], w["b_hh"])
+    if kind == "GRU":
         xr, xz, xn = xw.chunk(3, dim=1)
-        hr, hz, hn = hw.chunk(3, dim=1)
+        hr, hz, hn = pre.chunk(3, dim=1)
         r = torch.sigmoid(hr + xr)
         z = torch.sigmoid(hz + xz)
         n = torch.tanh(xn + hn * r)
         out["gates"] = (r, z, n)
         a_n = (1 - z) * (1 - n * n)
-        out["K"] = torch.stack([a_n * hn * r * (1 - r), (prev_h - n) * z * (1 - z), a_n * r], dim=1)
+        K = torch.empty(h.shape[0], 3, h.shape[1], dtype=h.dtype, device=h.device)
+        torch.mul(a_n * hn, r * (1 - r), out=K[:, 0])
+        torch.mul(prev_h - n, z * (1 - z), out=K[:, 1])
+        torch.mul(a_n, r, out=K[:, 2])
+        out["K"] = K
         out["Z"] = z
-    else:
-        i, f, g, o = (hw + xw).chunk(4, dim=1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = _cell_scan(record, reverse, job.c0[d], f, i * g)
-        prev_c = _previous(record, reverse, job.c0[d], c)
-        tc = torch.tanh(c)
-        out["gates"] = (i, f, g, o)
-        out["prev_c"] = prev_c
-        out["Kc"] = o * (1 - tc * tc)
-        out["K"] = torch.stack([g * i * (1 - i), prev_c * f * (1 - f), i * (1 - g * g), tc * o * (1 - o)], dim=1)
-        out["F"] = f
+        return out
+    # LSTM: activations in place on the (N, 4, H) pre-activations
+    gates = pre.add_(xw).view(pre.shape[0], 4, -1)
+    i, f, g, o = gates.unbind(1)
+    i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+    c = _cell_scan(record, reverse, job.c0[d], f, i * g)
+    prev_c = _previous(record, reverse, job.c0[d], c)
+    tc = torch.tanh(c)
+    out["gates"] = (i, f, g, o)
+    out["prev_c"] = prev_c
+    out["Kc"] = torch.addcmul(torch.ones_like(tc), tc, tc, value=-1).mul_(o)
+    K = torch.empty_like(gates)
+    torch.mul(g * i, 1 - i, out=K[:, 0])
+    torch.mul(prev_c * f, 1 - f, out=K[:, 1])
+    torch.mul(i, torch.addcmul(torch.ones_like(g), g, g, value=-1), out=K[:, 2])
+    torch.mul(tc * o, 1 - o, out=K[:, 3])
+    out["K"] = K
+    out["F"] = f
     return out
 
 
@@ -215,6 +231,7 @@ def _recursion(job, direction, states, known_h, known_c):
         Kc_s, F_s = split(states["Kc"]), split(states["F"])
         out[("c", "carried")] = rec_c
         out[("c", "direct")] = direct_c
+        g_buffer = like.new_empty(bs[0], 4, size_c)
     elif kind == "GRU":
         Z_s = split(states["Z"])
     for t in order:
@@ -230,7 +247,9 @@ def _recursion(job, direction, states, known_h, known_c):
             continue
         m = min(bs[t], bs[nt])
         if kind == "LSTM":
-            g = K_s[t][:m] * torch.stack([total_c[:m]] * 3 + [a[:m]], dim=1)
+            g = g_buffer[:m]
+            torch.mul(K_s[t][:m, :3], total_c[:m].unsqueeze(1), out=g[:, :3])
+            torch.mul(K_s[t][:m, 3], a[:m], out=g[:, 3])
             torch.mm(g.view(m, -1), w_hh, out=rec_h_s[nt][:m])
             torch.mul(total_c[:m], F_s[t][:m], out=rec_c_s[nt][:m])
         elif kind == "GRU":
@@ -255,10 +274,11 @@ def _gate_statistics(record, kind, layer, direction, gates):
             low, high = values < -1 + SATURATION_MARGIN, values > 1 - SATURATION_MARGIN
         else:  # relu: "low" is a dead unit; there is no upper bound
             low, high = values == 0, None
+        nan = values.new_tensor(float("nan"), dtype=torch.float64)
         stats = torch.stack([
             values.new_tensor(count, dtype=torch.float64),
             values.sum(dtype=torch.float64),
-            low.sum(dtype=torch.float64),
-            high.sum(dtype=torch.float64) if high is not None else values.new_tensor(float("nan"), dtype=torch.float64),
+            torch.count_nonzero(low).to(torch.float64),
+            torch.count_nonzero(high).to(torch.float64) if high is not None else nan,
         ])
         record.gate_stats.append((layer, direction, gate, activation, stats))
