@@ -38,10 +38,13 @@ def one_step(model, opt, x, y):
     opt.step()
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn):
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def main():
@@ -50,10 +53,19 @@ def main():
     parser.add_argument("--kinds", default="RNN,GRU,LSTM", help="default RNN,GRU,LSTM")
     parser.add_argument("--size", default="32,256,200", help="B,H,T (default 32,256,200)")
     parser.add_argument("--profile", action="store_true", help="profile one fast LSTM backward")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: time.perf_counter; cpu: this process's CPU time (steadier on a "
+                             "shared machine; use with --threads 1). Default wall")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
     batch, hidden, steps = (int(v) for v in args.size.split(","))
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, (B,H,T)=({batch},{hidden},{steps})")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}, "
+          f"(B,H,T)=({batch},{hidden},{steps}), {args.repeat} repetitions, medians of per-repetition ratios")
     variants = ("plain", "fast", "fast capture only", "exact", "exact capture only")
     for kind in args.kinds.split(","):
         model = make(kind, hidden, hidden)
