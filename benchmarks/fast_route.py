@@ -53,6 +53,8 @@ def main():
     parser.add_argument("--kinds", default="RNN,GRU,LSTM", help="default RNN,GRU,LSTM")
     parser.add_argument("--size", default="32,256,200", help="B,H,T (default 32,256,200)")
     parser.add_argument("--profile", action="store_true", help="profile one fast LSTM backward")
+    parser.add_argument("--spectra", action="store_true",
+                        help="also time steps with the weight spectra (default: capture only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall: time.perf_counter; cpu: this process's CPU time (steadier on a "
@@ -66,7 +68,8 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}, "
           f"(B,H,T)=({batch},{hidden},{steps}), {args.repeat} repetitions, medians of per-repetition ratios")
-    variants = ("plain", "fast", "fast capture only", "exact", "exact capture only")
+    variants = ("plain",) + tuple(v for v in ("fast", "fast capture only", "exact", "exact capture only")
+                                  if args.spectra or "only" in v)
     for kind in args.kinds.split(","):
         model = make(kind, hidden, hidden)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
