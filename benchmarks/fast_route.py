@@ -5,7 +5,7 @@ Run: `PYTHONPATH=. python benchmarks/fast_route.py [--repeat 7] [--kinds RNN,GRU
 noisy); the table gives medians of the ratios to the plain step of the same repetition.
 "capture only" leaves the weight spectra out of the step (they are measured at step close and
 are being moved off the critical path separately), so the capture's own cost shows.
-`--profile` splits one fast backward into the recursion's parts (torch.profiler, CPU).
+`--profile` splits a fast step into the recursion's parts (timers around its functions).
 """
 
 import argparse
@@ -52,7 +52,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=7, help="repetitions (default 7)")
     parser.add_argument("--kinds", default="RNN,GRU,LSTM", help="default RNN,GRU,LSTM")
     parser.add_argument("--size", default="32,256,200", help="B,H,T (default 32,256,200)")
-    parser.add_argument("--profile", action="store_true", help="profile one fast LSTM backward")
+    parser.add_argument("--profile", action="store_true",
+                        help="also split a fast step of each kind into the recursion's parts")
     parser.add_argument("--spectra", action="store_true",
                         help="also time steps with the weight spectra (default: capture only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's choice)")
@@ -99,21 +100,48 @@ def main():
         profile(batch, hidden, steps)
 
 
-def profile(batch, hidden, steps):
-    from torch.profiler import ProfilerActivity, profile as prof, record_function
+def profile(batch, hidden, steps, repeat=5):
+    """Medians of one fast backward's parts (the recursion's functions wrapped with timers)."""
+    import gradscope.capture.fast as fast
+    import gradscope.capture.fast_adjoint as adjoint
+    import torch.nn.functional as F
+    from gradscope.capture import accumulate
 
-    for kind in ("LSTM", "GRU", "RNN"):
+    parts = {}
+
+    def timer(name, fn):
+        def wrapped(*args, **kwargs):
+            start = CLOCK()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                parts[name] = parts.get(name, 0.0) + CLOCK() - start
+        return wrapped
+
+    patches = [mock.patch.object(F, "linear", timer("gate matmuls", F.linear)),
+               mock.patch.object(adjoint, "_cell_scan", timer("c scan", adjoint._cell_scan)),
+               mock.patch.object(adjoint, "_layer_states", timer("states+factors (incl. the above)",
+                                                                 adjoint._layer_states)),
+               mock.patch.object(adjoint, "_recursion", timer("recursion loop", adjoint._recursion)),
+               mock.patch.object(adjoint, "_gate_statistics", timer("gate statistics", adjoint._gate_statistics)),
+               mock.patch.object(accumulate.Series, "reduce", timer("norms", accumulate.Series.reduce)),
+               mock.patch.object(fast, "run_layer", timer("run_layer total", adjoint.run_layer)),
+               mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra)]
+    for kind in ("RNN", "GRU", "LSTM"):
         model = make(kind, hidden, hidden)
         x = torch.randn(batch, steps, hidden)
-        with gradscope.watch(model, mode="fast"), \
-                mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra):
-            with prof(activities=[ProfilerActivity.CPU]) as p:
-                with record_function("forward"):
-                    out, _ = model(x)
-                with record_function("backward"):
-                    out.pow(2).mean().backward()
-        print(kind)
-        print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+        seen = {}
+        for _ in range(repeat):
+            seen.setdefault("plain step", []).append(timed(lambda: model(x)[0].pow(2).mean().backward()))
+            parts.clear()
+            with contextlib.ExitStack() as stack:
+                for patch in patches:
+                    stack.enter_context(patch)
+                stack.enter_context(gradscope.watch(model, mode="fast"))
+                seen.setdefault("fast step", []).append(timed(lambda: model(x)[0].pow(2).mean().backward()))
+            for name, value in parts.items():
+                seen.setdefault(name, []).append(value)
+        print(kind, " | ".join(f"{name} {statistics.median(v) * 1e3:.1f} ms" for name, v in seen.items()), flush=True)
 
 
 if __name__ == "__main__":
