@@ -143,7 +143,7 @@ def _layer_states(job, d, direction):
     h = job.outputs[:, d * size:(d + 1) * size]
     prev_h = _previous(record, reverse, job.h0[d], h)
     out = {"prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
-    if kind in ("RNN_TANH", "RNN_RELU" ) and not job.jacobians:
+    if kind in ("RNN_TANH", "RNN_RELU") and not job.jacobians:
         xw = None  # an RNN's factors need only its outputs: no matmul over all t
     else:
         xw = F.linear(job.inputs, w["w_ih"], w["b_ih"])
