@@ -19,6 +19,7 @@ from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
 from gradscope.capture.accumulate import CallRecord
+from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.fast_adjoint import LayerJob, run_layer
 from gradscope.capture.unroll import NotSteppable
 from gradscope.cells import cell_kind, module_weights
@@ -150,6 +151,7 @@ def fast_module_forward(ctx, name, module, input, hx=None):
     record = FastCallRecord(name, kind, call_index, t_offset, bs, layers, directions, states,
                             device, sorted_indices=sorted_indices)
     ctx.add_call(record)
+    note_nonfinite_rows(record, "input", 0, _rows(seq))
     for layer in range(layers):
         for direction in directions:
             for state in states:
@@ -181,6 +183,7 @@ def fast_module_forward(ctx, name, module, input, hx=None):
         if is_lstm:
             finals_c.append(tapped[2])
         layer_out = tapped[0]
+        note_nonfinite_rows(record, "output", layer, _rows(layer_out))
         if layer < layers - 1 and module.dropout > 0 and module.training:
             layer_in = F.dropout(layer_out, module.dropout, True)
         else:
