@@ -65,7 +65,7 @@ class FakeSource:
                             for i in range(hidden):
                                 lya.append((step, module, layer, direction, i, np.log(g) - 0.2 * i))
         self._tables = {
-            "timesteps": frame("timesteps", pd.DataFrame(ts, columns=TABLES["timesteps"])),
+            "timesteps": frame("timesteps", with_finite_mean(pd.DataFrame(ts, columns=TABLES["timesteps"][:13]))),
             "spectra": frame("spectra", pd.DataFrame(sp, columns=TABLES["spectra"]) if spectra else None),
             "jacobians": frame("jacobians", pd.DataFrame(jac, columns=TABLES["jacobians"]) if jac else None),
             "lyapunov": frame("lyapunov", pd.DataFrame(lya, columns=TABLES["lyapunov"]) if lya else None),
@@ -129,3 +129,9 @@ def write_run_folder(source, path):
                                    "eigenvalues_real": eig.real.tolist(), "eigenvalues_imag": eig.imag.tolist()})
             writer.write_step(int(step), {name: t[t["step"] == step] for name, t in tables.items()}, values)
     return path
+
+
+def with_finite_mean(rows):
+    """``finite_grad_norm``: the total where every sequence is finite (made-up rows do not say
+    what the finite ones of a NaN batch would give)."""
+    return rows.assign(finite_grad_norm=rows["grad_norm"].where(rows["nonfinite"] == 0))
