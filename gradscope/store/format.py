@@ -13,7 +13,8 @@ A run folder holds (docs/run-folder.md is the user-facing description)::
 
 Only rows named by a commit line are part of the run. A commit line gives, for every file the
 step wrote to, the byte range of that step's rows and their CRC-32, so a reader can seek straight
-to the steps it wants and can tell a torn or damaged range from a whole one.
+to the steps it wants and can tell a torn or damaged range from a whole one; and the CRC-32 of
+the line itself ("crc"), so a damaged step number or row count is told from a whole one too.
 
 CSV dialect (RFC 4180 quoting): UTF-8, ``\\n`` line ends, every string field in double
 quotes with ``"`` doubled (so commas, quotes, ``\\r`` and ``\\n`` inside module names survive),
@@ -136,16 +137,29 @@ def decode_values(data):
     return [json.loads(line) for line in data.decode("ascii").splitlines() if line]
 
 
+_LINE_CRC = b', "crc": '
+
+
 def commit_line(step, ranges, rows):
-    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32)."""
+    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32). The line ends
+    with ``"crc"``: the CRC-32 of the line's JSON object before it (``{...}`` without the
+    ``, "crc": N``), so a damaged digit cannot give a step another number or row count."""
     record = {"step": step, "files": {name: list(r) for name, r in ranges.items()},
               "rows": rows}
-    return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+    body = json.dumps(record, ensure_ascii=True).encode("ascii")
+    return body[:-1] + _LINE_CRC + str(crc32(body)).encode("ascii") + b"}\n"
 
 
 def parse_commit(line):
-    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError."""
+    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError. Lines
+    written before commit lines carried their own "crc" are taken without that check."""
     record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if "crc" in record:
+        cut = line.rfind(_LINE_CRC)
+        if cut < 0 or record.pop("crc") != crc32(line[:cut] + b"}"):
+            raise ValueError("the line fails its own checksum (damaged)")
     step = record["step"]
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"bad step {step!r}")

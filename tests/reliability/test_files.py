@@ -93,3 +93,22 @@ def test_changed_number_in_commit_log_loads_whole_steps_or_raises_format_error(t
         return b"\n".join(lines)
 
     assert_whole_steps_or_format_error(damaged_folder(tmp_path, pristine, fmt.COMMIT_FILE, damage))
+
+
+@pytest.mark.parametrize("lines_without", ["every_line", "last_line"])
+def test_commit_lines_without_their_own_checksum_still_load(tmp_path, pristine, lines_without):
+    """Runs written before commit lines carried "crc" load as before, silently."""
+    def strip(data):
+        lines = data.decode("ascii").splitlines()
+        chosen = range(len(lines)) if lines_without == "every_line" else [len(lines) - 1]
+        for i in chosen:
+            record = json.loads(lines[i])
+            del record["crc"]
+            lines[i] = json.dumps(record)
+        return ("\n".join(lines) + "\n").encode("ascii")
+
+    path = damaged_folder(tmp_path, pristine, fmt.COMMIT_FILE, strip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(path).steps() == list(STEPS)
+    assert_whole_steps_or_format_error(path)
