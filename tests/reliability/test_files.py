@@ -12,14 +12,16 @@ followed or run, and hostile names in every output.
   run folder and JSON, and are shown escaped in the HTML, the PNG titles and JUnit.
 """
 
+import html
 import json
 import pickle
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from html.parser import HTMLParser
 
 import pytest
+import torch
 
 import gradscope
 from gradscope.store import RunFormatError, RunWriter, load
@@ -112,3 +114,157 @@ def test_commit_lines_without_their_own_checksum_still_load(tmp_path, pristine, 
         warnings.simplefilter("error")
         assert load(path).steps() == list(STEPS)
     assert_whole_steps_or_format_error(path)
+
+
+# -- hostile names in models, modules and labels ----------------------------------------------
+
+HOSTILE = {
+    "html": '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;',
+    "path_separators": "/etc/passwd/..\\..\\x/",
+    "control_characters": "ctl\x00\x01\x07\x1b[31m\x7f\x85",
+    "line_breaks": "two\nlines\r\n\ttab",
+    "mathtext": "$\\alpha_{1}$ ^ $ \\",
+    "quotes": "q\"'`,;|*?",
+}
+PLACES = ("model", "module", "track", "weights")
+# what each output shows: the run folder and JSON keep every name as it is; the pages,
+# figures and JUnit show the names of the parts they judge or draw
+SHOWN = {
+    "run_folder": PLACES, "json": ("model", "module", "track"), "junit": ("model", "module", "track"),
+    "html": PLACES, "png": ("model", "module", "track", "weights"),
+}
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def placed(kind, place):
+    """The hostile name as used in ``place`` (module names cannot hold ".": torch refuses it)."""
+    name = f"{place}:{HOSTILE[kind]}"
+    return name.replace(".", "") if place == "module" else name
+
+
+def visible(name):
+    """How a name must look to a person: each control character as its escape."""
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return CONTROL.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), name)
+
+
+class Rendered:
+    """Every output of one watched step whose model, module, track and weights names are
+    hostile; the figures' texts are recorded as they are saved."""
+
+    def __init__(self, kind, folder):
+        import matplotlib.figure
+        from matplotlib.text import Text
+
+        from gradscope.gate.output import write_junit
+
+        names = {place: placed(kind, place) for place in PLACES}
+        model = torch.nn.Module()
+        model.add_module(names["module"], torch.nn.GRU(2, 3))
+        weight = torch.nn.Parameter(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)) * 0.5)
+        self.run_dir = folder / "run"
+        with gradscope.watch(model, name=names["model"], weights={names["weights"]: weight},
+                             run_dir=self.run_dir) as scope:
+            out, h = getattr(model, names["module"])(torch.randn(5, 2, 2, generator=torch.Generator().manual_seed(1)))
+            state = h[0]
+            for _ in range(4):
+                state = scope.track(torch.tanh(state @ weight.T), names["track"])
+            (out.sum() + state.sum()).backward()
+        diagnosis = gradscope.analyze(scope)
+        self.json = json.dumps(diagnosis.to_dict(), allow_nan=False)
+        write_junit(diagnosis, folder / "junit.xml", target=names["model"])
+        self.junit = (folder / "junit.xml").read_bytes()
+        self.figure_texts, self.figure_warnings = [], []
+        original = matplotlib.figure.Figure.savefig
+
+        def recording_savefig(figure, *args, **kwargs):
+            self.figure_texts.append([t.get_text() for t in figure.findobj(Text) if t.get_text()])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                original(figure, *args, **kwargs)
+            self.figure_warnings += [str(w.message) for w in caught]
+
+        with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            patch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+            self.page_path = gradscope.report(scope, folder / "report")
+        self.report_warnings = [str(w.message) for w in caught]
+        self.html = self.page_path.read_text(encoding="utf-8")
+        self.figures = sorted((folder / "report" / "figures").iterdir())
+
+
+_RENDERED = {}
+
+
+@pytest.fixture
+def rendered(tmp_path_factory, kind):
+    if kind not in _RENDERED:  # one watched step and one report per name, shared by its cases
+        _RENDERED[kind] = Rendered(kind, tmp_path_factory.mktemp(f"hostile-{kind}"))
+    return _RENDERED[kind]
+
+
+class Tags(HTMLParser):
+    """The element and attribute names of a page (what a browser would act on)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names, self.attributes, self.sources = set(), set(), []
+
+    def handle_starttag(self, tag, attrs):
+        self.names.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+        self.sources += [value for name, value in attrs if name == "src"]
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+CASES = [(kind, place, output) for kind in HOSTILE for output, places in SHOWN.items() for place in places]
+
+
+@pytest.mark.parametrize("kind,place,output", CASES, ids=["-".join(case) for case in CASES])
+def test_hostile_name_is_kept_exactly_or_shown_escaped(rendered, kind, place, output):
+    name = placed(kind, place)
+    if output == "run_folder":
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run = load(rendered.run_dir)
+        found = {"model": {run.name}, "module": set(run.timesteps()["module"]),
+                 "track": set(run.timesteps()["module"]), "weights": set(run.spectra()["gate"])}
+        assert name in found[place]
+    elif output == "json":
+        assert name in set(_strings(json.loads(rendered.json)))  # JSON escapes what it must
+    elif output == "junit":
+        root = ET.fromstring(rendered.junit)  # well-formed XML 1.0, whatever the names hold
+        shown = {root.find("testsuite").get("name")} | {c.get(a) for c in root.iter("testcase")
+                                                        for a in ("name", "classname")}
+        assert any(visible(name) in text for text in shown), (visible(name), shown)
+    elif output == "html":
+        page = rendered.html
+        assert html.escape(visible(name), quote=True) in page
+        tags = Tags()
+        tags.feed(page)
+        assert "script" not in tags.names, tags.names
+        assert not [a for a in tags.attributes if a.startswith("on")], tags.attributes
+        assert all(re.fullmatch(r"figures/\d{2,3}-[a-z0-9_-]+\.png", src) for src in tags.sources), tags.sources
+        assert not CONTROL.search(page.replace("\n", "")), "raw control characters in the page"
+        assert not rendered.report_warnings, rendered.report_warnings
+    else:  # png: titles and labels drawn verbatim, files named safely inside figures/
+        texts = [text for figure in rendered.figure_texts for text in figure]
+        assert any(visible(name).replace("$", r"\$") in text for text in texts), (name, texts)
+        for text in texts:
+            assert not CONTROL.search(text.replace("\n", "")), text
+            assert not re.search(r"(?<!\\)\$", text), f"unescaped $ starts mathtext: {text!r}"
+        assert not rendered.figure_warnings, rendered.figure_warnings[:3]
+        for figure in rendered.figures:
+            assert re.fullmatch(r"\d{2,3}-[a-z0-9_-]+\.png", figure.name), figure.name
+            assert figure.parent == rendered.page_path.parent / "figures"
