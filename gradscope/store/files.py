@@ -45,3 +45,26 @@ def open_append(path):
     """A raw append-only descriptor for ``path`` (created if missing)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
     return os.open(path, flags, 0o644)
+
+
+def refuse_links(folder, names, doing):
+    """Raise RunFormatError if one of ``names`` in ``folder`` is a symbolic link.
+
+    Args:
+        folder: the run folder (a Path).
+        names: the file names the run reads or writes.
+        doing: what was about to happen, for the message ("load", "append to").
+
+    A run folder can come from anyone; a link in it could point at any file (a secret, a
+    device, another run) that reading would show or appending would change. gradscope does
+    not follow it: it asks for a copy instead.
+    """
+    from gradscope.store.errors import RunFormatError
+
+    links = [name for name in names if os.path.islink(folder / name)]
+    if links:
+        shown = ", ".join(f"{name} -> {os.readlink(folder / name)}" for name in links)
+        raise RunFormatError(
+            f"cannot {doing} {folder}: it holds symbolic links where run files belong ({shown}); "
+            "gradscope does not follow links in a run folder, since they can point anywhere. "
+            "If you trust the targets, replace each link by a copy of its file.")

@@ -11,6 +11,7 @@ from gradscope.errors import GradscopeWarning
 from gradscope.records import TABLES, frame
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
+from gradscope.store.files import refuse_links
 from gradscope.store.index import build_index
 from gradscope.store.ranges import open_ranges
 
@@ -28,7 +29,8 @@ def load(run_dir, *, verify=True):
     ``GradscopeWarning`` that says what was dropped. ``verify=False`` skips the checksum pass
     (faster on huge runs; damage inside committed rows then shows up as a parse error).
     A missing folder raises ``FileNotFoundError``; a folder that is not a run, or a run of a
-    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``).
+    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``); so does
+    a folder whose run files are symbolic links (never followed: they could point anywhere).
     """
     path = Path(run_dir)
     if not path.exists():
@@ -37,6 +39,7 @@ def load(run_dir, *, verify=True):
     if not path.is_dir():
         raise RunFormatError(f"{path} is a file, not a run folder: pass the folder that "
                              "watch(..., run_dir=...) wrote")
+    refuse_links(path, fmt.ALL_FILES, "load")
     meta_path = path / fmt.META_FILE
     if not meta_path.is_file():
         raise RunFormatError(f"{path} is not a gradscope run folder (it has no "

@@ -116,6 +116,196 @@ def test_commit_lines_without_their_own_checksum_still_load(tmp_path, pristine, 
     assert_whole_steps_or_format_error(path)
 
 
+# -- wrong version, not a run -----------------------------------------------------------------
+
+SCHEMAS = {"zero": 0, "next": 2, "far_future": 999, "text": "1", "null": None, "float": 1.5, "list": [1],
+           "missing": "leave out"}
+
+
+@pytest.mark.parametrize("schema", sorted(SCHEMAS))
+def test_wrong_schema_version_raises_format_error_naming_it(tmp_path, pristine, schema):
+    def with_schema(data):
+        meta = json.loads(data)
+        if SCHEMAS[schema] == "leave out":
+            del meta["schema"]
+        else:
+            meta["schema"] = SCHEMAS[schema]
+        return json.dumps(meta).encode("utf-8")
+
+    path = damaged_folder(tmp_path, pristine, fmt.META_FILE, with_schema)
+    with pytest.raises(RunFormatError, match="schema") as caught:
+        load(path)
+    if schema != "missing":
+        assert repr(SCHEMAS[schema]) in str(caught.value) and "schema 1" in str(caught.value)
+    with pytest.raises(RunFormatError):  # every reader of a folder says the same
+        gradscope.analyze(path)
+    with pytest.raises(RunFormatError):
+        gradscope.report(path, tmp_path / "report")
+    assert not (tmp_path / "report" / "index.html").exists()
+
+
+NOT_RUNS = {
+    "empty_folder": {},
+    "empty_meta": {"meta.json": b""},
+    "meta_is_a_list": {"meta.json": b"[1, 2]"},
+    "meta_is_a_string": {"meta.json": b'"schema"'},
+    "meta_is_null": {"meta.json": b"null"},
+    "meta_not_utf8": {"meta.json": b'{"schema": 1, "name": "\xff\xfe"}'},
+    "meta_is_a_folder": {"meta.json/": None},
+    "only_data_files": {"timesteps.csv": b"step\n", "steps.jsonl": b""},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_RUNS))
+def test_folder_that_is_not_a_run_raises_format_error(tmp_path, case):
+    path = tmp_path / "run"
+    path.mkdir()
+    for name, data in NOT_RUNS[case].items():
+        if name.endswith("/"):
+            (path / name).mkdir()
+        else:
+            (path / name).write_bytes(data)
+    with pytest.raises(RunFormatError, match=str(path)):
+        load(path)
+
+
+# -- never loaded, never run, never followed ---------------------------------------------------
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that something was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _read_everything(path, out=None):
+    """Everything a user does with a run folder someone sent: load and read every table,
+    analyze, and (given ``out``: a report costs seconds) render a report."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            run = load(path)
+            for table in ("timesteps", "spectra", "jacobians", "lyapunov", "gates"):
+                run.table(table)
+            gradscope.analyze(path)
+            if out is not None:
+                gradscope.report(path, out)
+        except RunFormatError:
+            pass
+
+
+def test_payload_would_run_if_unpickled(tmp_path):
+    """The marker checks below can fail: unpickling the payload does create it."""
+    marker = tmp_path / "unpickled"
+    pickle.loads(pickle.dumps(Payload(marker)))
+    assert marker.exists()
+
+
+PICKLE_PLACES = fmt.ALL_FILES + ("run.pkl", "scope.pt", "timesteps.pickle", "meta.json.pkl")
+
+
+@pytest.mark.parametrize("place", PICKLE_PLACES)
+def test_pickle_in_run_folder_is_never_unpickled(tmp_path, pristine, place):
+    marker = tmp_path / "unpickled"
+    path = damaged_folder(tmp_path, pristine, None, None)
+    (path / place).write_bytes(pickle.dumps(Payload(marker)))
+    assert_whole_steps_or_format_error(path)
+    _read_everything(path)
+    assert not marker.exists()
+
+
+CODE_FILES = ("__init__.py", "conftest.py", "sitecustomize.py", "gradscope.py", "pandas.py", "meta.py",
+              "evil.pth")
+
+
+@pytest.mark.parametrize("place", CODE_FILES)
+def test_code_in_run_folder_is_never_run(tmp_path, pristine, place):
+    marker = tmp_path / "ran"
+    path = damaged_folder(tmp_path, pristine, None, None)
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    (path / place).write_text(f"import os; {code}" if place.endswith(".pth") else code)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unexpected file is no reason to warn
+        assert load(path).steps() == list(STEPS)
+    _read_everything(path)
+    assert not marker.exists()
+
+
+def test_report_of_a_folder_holding_every_foreign_file_runs_and_follows_nothing(tmp_path, pristine):
+    """One report (seconds each) over a run beside all the pickles, code and links above."""
+    marker, outside = tmp_path / "ran", tmp_path / "secret.txt"
+    outside.write_text("secret")
+    path = damaged_folder(tmp_path, pristine, None, None)
+    for place in PICKLE_PLACES[len(fmt.ALL_FILES):]:
+        (path / place).write_bytes(pickle.dumps(Payload(marker)))
+    for place in CODE_FILES:
+        (path / place).write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for case in UNEXPECTED.values():
+        case(path, outside)
+    _read_everything(path, tmp_path / "report")
+    assert (tmp_path / "report" / "index.html").exists()
+    assert not marker.exists() and outside.read_text() == "secret"
+
+
+@pytest.mark.parametrize("name", fmt.ALL_FILES)
+def test_run_file_that_is_a_symlink_out_of_the_folder_is_not_followed(tmp_path, pristine, name):
+    """A link in place of a run file could point anywhere (a secret, a device, another run):
+    ``load`` refuses the folder, an appending writer writes nothing through it."""
+    path = damaged_folder(tmp_path, pristine, None, None)
+    outside = tmp_path / "elsewhere" / name
+    outside.parent.mkdir()
+    outside.write_bytes(pristine[name])  # following the link would even "work"
+    (path / name).unlink()
+    (path / name).symlink_to(outside)
+    with pytest.raises(RunFormatError, match="link"):
+        load(path)
+    with pytest.raises(RunFormatError, match="link"):
+        with RunWriter(path, json.loads(pristine[fmt.META_FILE]), append=True) as writer:
+            writer.write_step(STEPS[-1] + 1, {})
+    assert outside.read_bytes() == pristine[name]
+
+
+def test_symlinked_report_folder_in_run_folder_is_not_written_through(tmp_path, pristine):
+    """``gradscope report RUN_DIR`` writes to RUN_DIR/report by default: a link there, sent with
+    the run, must not make it write (or clear old figures) elsewhere."""
+    from gradscope.cli import main
+
+    path = damaged_folder(tmp_path, pristine, None, None)
+    outside = tmp_path / "elsewhere"
+    (outside / "figures").mkdir(parents=True)
+    (outside / "figures" / "01-keep-me.png").write_bytes(b"not ours")
+    (path / "report").symlink_to(outside, target_is_directory=True)
+    assert main(["report", str(path)]) == 2
+    assert sorted(p.name for p in outside.rglob("*")) == ["01-keep-me.png", "figures"]
+
+
+UNEXPECTED = {
+    "notes_file": lambda path, outside: (path / "notes.txt").write_text("mine"),
+    "link_out": lambda path, outside: (path / "secret").symlink_to(outside),
+    "dangling_link": lambda path, outside: (path / "gone.csv").symlink_to(outside.parent / "missing"),
+    "subfolder": lambda path, outside: (path / "old_run").mkdir(),
+    "hidden_file": lambda path, outside: (path / ".DS_Store").write_bytes(b"\0\1\2"),
+    "tmp_meta": lambda path, outside: (path / "meta.json.tmp").write_bytes(b"{half"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNEXPECTED))
+def test_unexpected_file_is_left_alone(tmp_path, pristine, case):
+    path = damaged_folder(tmp_path, pristine, None, None)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    UNEXPECTED[case](path, outside)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(path).steps() == list(STEPS)
+    assert_whole_steps_or_format_error(path)
+    _read_everything(path)
+    assert outside.read_text() == "secret"
+
+
 # -- hostile names in models, modules and labels ----------------------------------------------
 
 HOSTILE = {
