@@ -177,11 +177,16 @@ def crc32(data, value=0):
     return zlib.crc32(data, value)
 
 
-def read_csv_options(table, columns):
-    """pandas.read_csv keyword arguments that give back exactly what encode_rows wrote."""
+def read_csv_options(table, columns, as_text=()):
+    """pandas.read_csv keyword arguments that give back exactly what encode_rows wrote.
+
+    String columns are parsed as categories, except those in ``as_text``: as plain strings
+    (pandas parses a category whose every value looks like a number as numbers, so a module
+    named "00" would come back as "0"; see categories_lost_text)."""
     # category parsing keeps one object per distinct string (module names repeat millions of
     # times in a big run); the reader turns them into plain strings afterwards
-    dtype = {c: ("category" if _dtype(c) is object else _dtype(c)) for c in columns}
+    dtype = {c: (str if c in as_text else "category") if _dtype(c) is object else _dtype(c)
+             for c in columns}
     options = dict(
         dtype=dtype, usecols=columns, keep_default_na=False,
         na_values={c: [NA_TEXT] for c in float_columns(table) if c in columns},
@@ -191,6 +196,13 @@ def read_csv_options(table, columns):
         # pandas 3 parses floats exactly by default (and deprecates this option)
         options["float_precision"] = "round_trip"
     return options
+
+
+def categories_lost_text(df, columns):
+    """The columns whose categories pandas parsed as numbers or booleans, not as the text
+    written (it does when every value in the read looks like one): read them again as text."""
+    return [c for c in columns if isinstance(df[c].dtype, pd.CategoricalDtype)
+            and not pd.api.types.is_string_dtype(df[c].cat.categories)]
 
 
 def check_schema(meta, where):

@@ -202,6 +202,11 @@ class Run:
         header = self._index.headers[name][0]
         with open_ranges(self.path / name, spans, prefix=header) as stream:
             df = pd.read_csv(stream, **fmt.read_csv_options(table, columns))
+        lost = fmt.categories_lost_text(df, columns)
+        if lost:  # e.g. every module name numeric-looking ("0", "00"): rare, so read again
+            with open_ranges(self.path / name, spans, prefix=header) as stream:
+                text = pd.read_csv(stream, **fmt.read_csv_options(table, lost, as_text=lost))
+            df[lost] = text[lost]
         for column in columns:
             if isinstance(df[column].dtype, pd.CategoricalDtype):
                 df[column] = df[column].astype(_STRING_DTYPE)

@@ -458,3 +458,23 @@ def test_hostile_name_is_kept_exactly_or_shown_escaped(rendered, kind, place, ou
         for figure in rendered.figures:
             assert re.fullmatch(r"\d{2,3}-[a-z0-9_-]+\.png", figure.name), figure.name
             assert figure.parent == rendered.page_path.parent / "figures"
+
+
+NUMBER_LIKE = ("0", "00", "007", "-0", "1e3", "1.50", "0x1f", " 1", "true", "False", "nan", "inf", "NA", "")
+
+
+@pytest.mark.parametrize("name", NUMBER_LIKE, ids=repr)
+def test_number_like_module_name_round_trips_through_run_folder(tmp_path, name):
+    """pandas reads a column whose every value looks like a number as numbers: "00" must not
+    come back as "0", nor "1e3" as "1000.0"."""
+    from gradscope.store.synthetic import synthetic_meta, synthetic_step
+
+    tables, values = synthetic_step(0, modules=(name,), layers=1, T=3, batch=2, hidden=2)
+    with RunWriter(tmp_path / "run", synthetic_meta("numbers", (name,), layers=1, hidden=2)) as writer:
+        writer.write_step(0, tables, values)
+    run = load(tmp_path / "run")
+    for table in ("timesteps", "spectra", "jacobians", "lyapunov", "gates"):
+        assert set(run.table(table)["module"]) == {name}, table
+        assert set(run.table(table, columns=["module"])["module"]) == {name}, table
+    chunks = list(run.iter_table("timesteps", columns=["step", "module"]))
+    assert chunks[0]["module"].tolist() == [name] * len(tables["timesteps"])

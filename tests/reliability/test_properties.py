@@ -205,3 +205,31 @@ def test_intact_folder_satisfies_the_property(tmp_path, pristine):
         warnings.simplefilter("error")
         assert load(path).steps() == list(STEPS)
     assert_whole_steps_or_format_error(path)
+
+
+# -- random names through the run folder, JUnit and the page ---------------------------------
+
+@settings(max_examples=30, **BOUNDED)
+@given(name=st.text(max_size=12))
+def test_random_module_name_round_trips_and_is_shown_escaped(tmp_path_factory, name):
+    """Any text as a module name: the run folder gives it back exactly; JUnit stays
+    well-formed XML and the page holds no raw control character."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    from gradscope.gate.output import junit_tree
+    from gradscope.reporting.html import esc
+    from gradscope.store import RunWriter
+    from gradscope.store.synthetic import synthetic_meta, synthetic_step
+
+    path = tmp_path_factory.mktemp("names") / "run"
+    with RunWriter(path, synthetic_meta("run" + name, (name,), layers=1, hidden=2)) as writer:
+        writer.write_step(0, *synthetic_step(0, modules=(name,), layers=1, T=3, batch=2, hidden=2))
+    run = load(path)
+    assert run.name == "run" + name and set(run.timesteps()["module"]) == {name}
+    assert run.spectrum(name, gate="all", step=0)["singular_values"].size == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # made-up numbers may well be flagged
+        diagnosis = gradscope.analyze(run)
+    ET.fromstring(ET.tostring(junit_tree(diagnosis, target=name).getroot()))
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", esc(name))
