@@ -338,14 +338,43 @@ def visible(name):
     return CONTROL.sub(lambda m: named.get(m.group(), f"\\x{ord(m.group()):02x}"), name)
 
 
+class Recorded:
+    """Within it, every figure saved has its texts and its drawing warnings recorded, and
+    every warning is recorded instead of raised."""
+
+    def __enter__(self):
+        import matplotlib.figure
+        from matplotlib.text import Text
+
+        self.figure_texts, self.figure_warnings = [], []
+        original = matplotlib.figure.Figure.savefig
+
+        def recording_savefig(figure, *args, **kwargs):
+            self.figure_texts.append([t.get_text() for t in figure.findobj(Text) if t.get_text()])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                original(figure, *args, **kwargs)
+            self.figure_warnings += [str(w.message) for w in caught]
+
+        self._patch = pytest.MonkeyPatch()
+        self._patch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc_info):
+        self._warnings.__exit__(*exc_info)
+        self._patch.undo()
+        self.warnings = [str(w.message) for w in self._caught]
+        return False
+
+
 class Rendered:
     """Every output of one watched step whose model, module, track and weights names are
     hostile; the figures' texts are recorded as they are saved."""
 
     def __init__(self, kind, folder):
-        import matplotlib.figure
-        from matplotlib.text import Text
-
         from gradscope.gate.output import write_junit
 
         names = {place: placed(kind, place) for place in PLACES}
@@ -364,21 +393,10 @@ class Rendered:
         self.json = json.dumps(diagnosis.to_dict(), allow_nan=False)
         write_junit(diagnosis, folder / "junit.xml", target=names["model"])
         self.junit = (folder / "junit.xml").read_bytes()
-        self.figure_texts, self.figure_warnings = [], []
-        original = matplotlib.figure.Figure.savefig
-
-        def recording_savefig(figure, *args, **kwargs):
-            self.figure_texts.append([t.get_text() for t in figure.findobj(Text) if t.get_text()])
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                original(figure, *args, **kwargs)
-            self.figure_warnings += [str(w.message) for w in caught]
-
-        with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            patch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+        with Recorded() as recorded:
             self.page_path = gradscope.report(scope, folder / "report")
-        self.report_warnings = [str(w.message) for w in caught]
+        self.figure_texts, self.figure_warnings = recorded.figure_texts, recorded.figure_warnings
+        self.report_warnings = recorded.warnings
         self.html = self.page_path.read_text(encoding="utf-8")
         self.figures = sorted((folder / "report" / "figures").iterdir())
 
@@ -478,3 +496,22 @@ def test_number_like_module_name_round_trips_through_run_folder(tmp_path, name):
         assert set(run.table(table, columns=["module"])["module"]) == {name}, table
     chunks = list(run.iter_table("timesteps", columns=["step", "module"]))
     assert chunks[0]["module"].tolist() == [name] * len(tables["timesteps"])
+
+
+def test_compare_with_hostile_run_names_shows_them_escaped(tmp_path, pristine):
+    """compare() labels runs with names the user gives: one page with every hostile name."""
+    source = damaged_folder(tmp_path, pristine, None, None)
+    names = {kind: f"run:{name}" for kind, name in HOSTILE.items()}
+    with Recorded() as recorded:
+        page = gradscope.compare({name: source for name in names.values()}, tmp_path / "compare")
+    text = page.read_text(encoding="utf-8")
+    tags = Tags()
+    tags.feed(text)
+    assert "script" not in tags.names and not [a for a in tags.attributes if a.startswith("on")]
+    assert not CONTROL.search(text.replace("\n", "")), "raw control characters in the page"
+    for name in names.values():
+        assert html.escape(visible(name), quote=True) in text, name
+    texts = [t for figure in recorded.figure_texts for t in figure]
+    for t in texts:
+        assert not CONTROL.search(t.replace("\n", "")) and not re.search(r"(?<!\\)\$", t), t
+    assert not recorded.warnings and not recorded.figure_warnings, (recorded.warnings, recorded.figure_warnings)
