@@ -11,7 +11,7 @@ from gradscope.errors import GradscopeWarning
 from gradscope.records import TABLES, frame
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
-from gradscope.store.files import refuse_links
+from gradscope.store.files import refuse_odd_files
 from gradscope.store.index import build_index
 from gradscope.store.ranges import open_ranges
 
@@ -30,7 +30,8 @@ def load(run_dir, *, verify=True):
     (faster on huge runs; damage inside committed rows then shows up as a parse error).
     A missing folder raises ``FileNotFoundError``; a folder that is not a run, or a run of a
     schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``); so does
-    a folder whose run files are symbolic links (never followed: they could point anywhere).
+    a folder whose run files are symbolic links (never followed: they could point anywhere),
+    folders, FIFOs or devices.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -39,7 +40,7 @@ def load(run_dir, *, verify=True):
     if not path.is_dir():
         raise RunFormatError(f"{path} is a file, not a run folder: pass the folder that "
                              "watch(..., run_dir=...) wrote")
-    refuse_links(path, fmt.ALL_FILES, "load")
+    refuse_odd_files(path, fmt.ALL_FILES, "load")
     meta_path = path / fmt.META_FILE
     if not meta_path.is_file():
         raise RunFormatError(f"{path} is not a gradscope run folder (it has no "

@@ -14,6 +14,7 @@ followed or run, and hostile names in every output.
 
 import html
 import json
+import os
 import pickle
 import re
 import warnings
@@ -27,7 +28,7 @@ import gradscope
 from gradscope.store import RunFormatError, RunWriter, load
 from gradscope.store import format as fmt
 from tests.reliability.run_folders import (
-    STEPS, assert_whole_steps_or_format_error, damaged_folder, write_pristine)
+    STEPS, assert_whole_steps_or_format_error, damaged_folder, time_limit, write_pristine)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +267,22 @@ def test_run_file_that_is_a_symlink_out_of_the_folder_is_not_followed(tmp_path, 
         with RunWriter(path, json.loads(pristine[fmt.META_FILE]), append=True) as writer:
             writer.write_step(STEPS[-1] + 1, {})
     assert outside.read_bytes() == pristine[name]
+
+
+NOT_REGULAR = {"folder": lambda target: target.mkdir(), "fifo": lambda target: os.mkfifo(target)}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_REGULAR))
+@pytest.mark.parametrize("name", fmt.ALL_FILES)
+def test_run_file_that_is_not_a_regular_file_raises_format_error(tmp_path, pristine, name, kind):
+    """A FIFO in place of a run file would block a reader forever; a folder is no file."""
+    path = damaged_folder(tmp_path, pristine, None, None)
+    (path / name).unlink()
+    NOT_REGULAR[kind](path / name)
+    with time_limit(5), pytest.raises(RunFormatError, match=re.escape(name)):
+        load(path)
+    with time_limit(5), pytest.raises(RunFormatError):
+        RunWriter(path, json.loads(pristine[fmt.META_FILE]), append=True).close()
 
 
 def test_symlinked_report_folder_in_run_folder_is_not_written_through(tmp_path, pristine):
