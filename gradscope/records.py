@@ -11,6 +11,9 @@ SCHEMA_VERSION = 1
 TIMESTEP_COLUMNS = [
     "step", "module", "cell", "call", "layer", "direction", "state", "t", "batch",
     "grad_norm", "carried_norm", "direct_norm", "nonfinite",
+    # gradscope's addition: grad_norm over the sequences whose gradient is finite (NaN when none
+    # is), so a figure still shows the healthy sequences of a batch with one NaN sequence
+    "finite_grad_norm",
 ]
 SPECTRA_COLUMNS = [
     "step", "module", "layer", "direction", "gate", "rows", "cols",
@@ -26,12 +29,24 @@ GATE_COLUMNS = [
     "mean", "low", "high",
 ]
 
+# Forward-side NaN/Inf (exact route of nn.RNN/GRU/LSTM only), one row per call, place, layer
+# and t where some sequence held one: place "input" (what enters layer 0) or "output" (the
+# layer's h_t); nonfinite: how many sequences; sequences: the first few batch indices, "0,3".
+FORWARD_NONFINITE_COLUMNS = [
+    "step", "module", "call", "layer", "place", "t", "nonfinite", "sequences",
+]
+
+# Columns added after schema 1 was fixed: a run folder written before them lacks them, and
+# reads them back as NaN.
+ADDED_COLUMNS = {"timesteps": ("finite_grad_norm",)}
+
 TABLES = {
     "timesteps": TIMESTEP_COLUMNS,
     "spectra": SPECTRA_COLUMNS,
     "jacobians": JACOBIAN_COLUMNS,
     "lyapunov": LYAPUNOV_COLUMNS,
     "gates": GATE_COLUMNS,
+    "forward_nonfinite": FORWARD_NONFINITE_COLUMNS,
 }
 
 
@@ -47,7 +62,7 @@ def frame(table, rows=None):
 
 def dtype_of(column):
     """The pandas dtype of a column in every table."""
-    if column in ("module", "cell", "direction", "state", "gate", "activation"):
+    if column in ("module", "cell", "direction", "state", "gate", "activation", "place", "sequences"):
         return object
     if column in ("step", "call", "layer", "t", "batch", "nonfinite", "rows", "cols", "index", "count"):
         return "int64"

@@ -10,6 +10,8 @@ A run folder holds (docs/run-folder.md is the user-facing description)::
     gates.csv
     values.jsonl    one JSON object per line: the full spectrum of one weight block at one step
     steps.jsonl     the commit log: one JSON line per closed step, written after its rows
+                    (and a line with "adds": true where rows computed later, such as a
+                    step's spectra from the background worker, join a step committed before)
 
 Only rows named by a commit line are part of the run. A commit line gives, for every file the
 step wrote to, the byte range of that step's rows and their CRC-32, so a reader can seek straight
@@ -140,19 +142,24 @@ def decode_values(data):
 _LINE_CRC = b', "crc": '
 
 
-def commit_line(step, ranges, rows):
-    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32). The line ends
-    with ``"crc"``: the CRC-32 of the line's JSON object before it (``{...}`` without the
-    ``, "crc": N``), so a damaged digit cannot give a step another number or row count."""
+def commit_line(step, ranges, rows, adds=False):
+    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32). ``adds``:
+    the line adds files to a step committed earlier (spectra computed after the step closed).
+    The line ends with ``"crc"``: the CRC-32 of the line's JSON object before it (``{...}``
+    without the ``, "crc": N``), so a damaged digit cannot give a step another number or row
+    count."""
     record = {"step": step, "files": {name: list(r) for name, r in ranges.items()},
               "rows": rows}
+    if adds:
+        record["adds"] = True
     body = json.dumps(record, ensure_ascii=True).encode("ascii")
     return body[:-1] + _LINE_CRC + str(crc32(body)).encode("ascii") + b"}\n"
 
 
 def parse_commit(line):
-    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError. Lines
-    written before commit lines carried their own "crc" are taken without that check."""
+    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError. A line
+    that adds to an earlier step (``commit_adds``) parses the same way. Lines written before
+    commit lines carried their own "crc" are taken without that check."""
     record = json.loads(line)
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
@@ -171,6 +178,11 @@ def parse_commit(line):
         ranges[name] = (start, end, crc)
     rows = record.get("rows", {})
     return step, ranges, rows
+
+
+def commit_adds(line):
+    """Whether a (parsed-whole) commit line adds files to a step committed earlier."""
+    return json.loads(line).get("adds") is True
 
 
 def crc32(data, value=0):

@@ -107,6 +107,10 @@ class Run:
     def gates(self, steps=None, columns=None):
         return self.table("gates", steps, columns)
 
+    def forward_nonfinite(self, steps=None, columns=None):
+        """Where the forward pass held NaN/Inf (empty for runs written before it was recorded)."""
+        return self.table("forward_nonfinite", steps, columns)
+
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """``{"singular_values": ndarray, "eigenvalues": complex ndarray}`` of one weight block.
 
@@ -147,6 +151,12 @@ class Run:
     def steps(self):
         """The committed steps, increasing."""
         return list(self._index.steps)
+
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}``, as Scope.metrics."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
 
     def sample_steps(self, n):
         """At most ``n`` committed steps, evenly spaced, the first and the last included."""
@@ -200,14 +210,18 @@ class Run:
         spans = [self._index.ranges[s][name][:2] for s in steps if name in self._index.ranges[s]]
         if not spans:
             return frame(table).loc[:, columns]
-        header = self._index.headers[name][0]
+        header, present = self._index.headers[name]
+        stored = [c for c in columns if c in present]  # a column added later reads back as NaN
         with open_ranges(self.path / name, spans, prefix=header) as stream:
-            df = pd.read_csv(stream, **fmt.read_csv_options(table, columns))
-        lost = fmt.categories_lost_text(df, columns)
+            df = pd.read_csv(stream, **fmt.read_csv_options(table, stored))
+        lost = fmt.categories_lost_text(df, stored)
         if lost:  # e.g. every module name numeric-looking ("0", "00"): rare, so read again
             with open_ranges(self.path / name, spans, prefix=header) as stream:
                 text = pd.read_csv(stream, **fmt.read_csv_options(table, lost, as_text=lost))
             df[lost] = text[lost]
+        for column in columns:
+            if column not in present:
+                df[column] = np.nan
         for column in columns:
             if isinstance(df[column].dtype, pd.CategoricalDtype):
                 df[column] = df[column].astype(_STRING_DTYPE)
