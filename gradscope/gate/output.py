@@ -4,6 +4,7 @@ import math
 import xml.etree.ElementTree as ET
 
 from gradscope.gate.assertions import where
+from gradscope.printable import printable
 
 TABLE_COLUMNS = ["module", "layer", "direction", "gain", "horizon", "max_grad_norm", "verdict"]
 
@@ -28,7 +29,8 @@ def fmt(value):
 
 
 def _module_name(module):
-    return "(root)" if module == "" else str(module)
+    # printable: a name holding an ANSI escape must not recolour the terminal it is shown in
+    return "(root)" if module == "" else printable(module)
 
 
 def table_rows(diagnosis):
@@ -141,7 +143,17 @@ def junit_tree(diagnosis, target="model"):
     suite.set("skipped", "0")
     root = ET.Element("testsuites", name="gradscope check", tests=str(len(cases)), failures=str(failures), errors="0")
     root.append(suite)
+    _printable_xml(root)
     return ET.ElementTree(root)
+
+
+def _printable_xml(root):
+    """XML 1.0 cannot hold most control characters (a parser rejects the whole file): show
+    them as escapes in every attribute and text; line breaks stay in multi-line texts."""
+    for element in root.iter():
+        element.attrib.update({key: printable(value) for key, value in element.attrib.items()})
+        if element.text:
+            element.text = printable(element.text, keep_line_breaks=True)
 
 
 def write_junit(diagnosis, path, target="model"):

@@ -11,6 +11,8 @@ from numbers import Number
 import numpy as np
 import pandas as pd
 
+from gradscope.printable import printable
+
 CSS = """
 :root { --fg:#1d1d1f; --muted:#5f6368; --line:#dadce0; --bg:#ffffff; --soft:#f6f8fa;
         --ok:#1e7e34; --warn:#a15c00; --err:#b3261e; --info:#1a5fb4; }
@@ -70,7 +72,8 @@ footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
 
 
 def esc(value):
-    return html.escape(str(value), quote=True)
+    """Text for the page: control characters as visible escapes, then HTML-escaped."""
+    return html.escape(printable(value), quote=True)
 
 
 def number(value):

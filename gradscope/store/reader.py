@@ -11,6 +11,7 @@ from gradscope.errors import GradscopeWarning
 from gradscope.records import TABLES, frame
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
+from gradscope.store.files import refuse_odd_files
 from gradscope.store.index import build_index
 from gradscope.store.ranges import open_ranges
 
@@ -28,7 +29,9 @@ def load(run_dir, *, verify=True):
     ``GradscopeWarning`` that says what was dropped. ``verify=False`` skips the checksum pass
     (faster on huge runs; damage inside committed rows then shows up as a parse error).
     A missing folder raises ``FileNotFoundError``; a folder that is not a run, or a run of a
-    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``).
+    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``); so does
+    a folder whose run files are symbolic links (never followed: they could point anywhere),
+    folders, FIFOs or devices.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -37,6 +40,7 @@ def load(run_dir, *, verify=True):
     if not path.is_dir():
         raise RunFormatError(f"{path} is a file, not a run folder: pass the folder that "
                              "watch(..., run_dir=...) wrote")
+    refuse_odd_files(path, fmt.ALL_FILES, "load")
     meta_path = path / fmt.META_FILE
     if not meta_path.is_file():
         raise RunFormatError(f"{path} is not a gradscope run folder (it has no "
@@ -210,6 +214,11 @@ class Run:
         stored = [c for c in columns if c in present]  # a column added later reads back as NaN
         with open_ranges(self.path / name, spans, prefix=header) as stream:
             df = pd.read_csv(stream, **fmt.read_csv_options(table, stored))
+        lost = fmt.categories_lost_text(df, stored)
+        if lost:  # e.g. every module name numeric-looking ("0", "00"): rare, so read again
+            with open_ranges(self.path / name, spans, prefix=header) as stream:
+                text = pd.read_csv(stream, **fmt.read_csv_options(table, lost, as_text=lost))
+            df[lost] = text[lost]
         for column in columns:
             if column not in present:
                 df[column] = np.nan

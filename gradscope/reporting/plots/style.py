@@ -9,6 +9,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from gradscope.printable import printable
+
 DPI = 100
 PANEL_WIDTH = 5.2   # inches per subplot column
 PANEL_HEIGHT = 3.0  # inches per subplot row
@@ -34,8 +36,9 @@ def series_color(index):
 
 def text(value):
     """A label matplotlib draws verbatim: ``$`` would start mathtext (and an unbalanced one
-    fails at save time), so names from the model or the user get it escaped."""
-    return str(value).replace("$", r"\$")
+    fails at save time), so names from the model or the user get it escaped; control
+    characters (no glyph, or a line break in a one-line title) are shown as escapes."""
+    return printable(value).replace("$", r"\$")
 
 
 # fixed margins in inches: grid figures have short, known labels, so a fixed layout looks the
