@@ -1,0 +1,208 @@
+"""Reliability, family 17.2 (Numbers): NaN and Inf in inputs, weights and the loss, overflow under
+float16 and bfloat16 autocast, float64 gradients of 1e-300 and 1e+300.
+
+Every case is generated from a product of points. What each must show: nothing raises, the
+model computes exactly what it computes unwatched, non-finite gradients are counted per row as
+the autograd reference counts them and flagged where they first appear, and no number turns
+into a wrong verdict.
+"""
+
+import itertools
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import gradscope
+from tests.reference import reference_module
+
+INPUT, HIDDEN, STEPS, BATCH = 3, 4, 6, 3
+MODULES = {"RNN_TANH": torch.nn.RNN, "RNN_RELU": torch.nn.RNN, "GRU": torch.nn.GRU, "LSTM": torch.nn.LSTM}
+KINDS = tuple(MODULES)
+LAYOUTS = {"plain": {}, "deep-bidirectional": {"num_layers": 2, "bidirectional": True}}
+BAD_VALUES = {"nan": math.nan, "inf": math.inf}
+
+
+def build(kind, layout, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    kwargs = dict(LAYOUTS[layout])
+    if kind.startswith("RNN"):
+        kwargs["nonlinearity"] = "relu" if kind == "RNN_RELU" else "tanh"
+    module = MODULES[kind](INPUT, HIDDEN, **kwargs).to(dtype)
+    if kind == "RNN_RELU":  # keep relu units alive and bounded, as the module grid does
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.startswith("weight_hh"):
+                    p.mul_(0.5)
+                if name.startswith("bias"):
+                    p.abs_().add_(0.1)
+    return module
+
+
+class Batch:
+    """Inputs, initial states and loss weights of one step; the loss is the reference's:
+    sum(sin(out) * g_out) + sum(h_n * g_h) (+ sum(c_n * g_c))."""
+
+    def __init__(self, module, kind, dtype=torch.float32, seed=1):
+        generator = torch.Generator().manual_seed(seed)
+        n_dir = 2 if module.bidirectional else 1
+        states = module.num_layers * n_dir
+        self.kind = kind
+        self.x = torch.randn(STEPS, BATCH, INPUT, generator=generator, dtype=dtype)
+        self.g_out = torch.randn(STEPS, BATCH, n_dir * HIDDEN, generator=generator, dtype=dtype)
+        self.g_h = torch.randn(states, BATCH, HIDDEN, generator=generator, dtype=dtype)
+        self.g_c = torch.randn(states, BATCH, HIDDEN, generator=generator, dtype=dtype)
+
+    def loss(self, module):
+        out, hn = module(self.x)
+        h_n, c_n = hn if self.kind == "LSTM" else (hn, None)
+        loss = (torch.sin(out) * self.g_out).sum() + (h_n * self.g_h).sum()
+        if c_n is not None:
+            loss = loss + (c_n * self.g_c).sum()
+        return out, loss
+
+    def reference_nonfinite(self, module):
+        """{(layer, direction, state, t): sequences whose reference dL/dstate_t is not finite}."""
+        zeros = torch.zeros_like(self.g_h)
+        per_sample = reference_module(module, self.kind, [self.x[:, b] for b in range(BATCH)], zeros, zeros,
+                                      [self.g_out[:, b] for b in range(BATCH)], self.g_h, self.g_c)
+        counts = {}
+        for (b, layer, direction, state, t), (total, _, _) in per_sample.items():
+            key = (layer, direction, state, t)
+            counts[key] = counts.get(key, 0) + int(not torch.isfinite(total).all())
+        return counts
+
+
+def poison(module, batch, place, value, extent):
+    """Put ``value`` into the inputs, the recurrent weight or the loss weights, at one place
+    (one sequence, one time step) or everywhere."""
+    if place == "input":
+        target = batch.x
+        index = (2, 1, 0) if extent == "one" else ...
+    elif place == "loss":
+        target = batch.g_out
+        index = (3, 1) if extent == "one" else ...
+    else:
+        target = module.weight_hh_l0
+        index = (0, 0) if extent == "one" else ...
+    with torch.no_grad():
+        target[index] = value
+
+
+def unwatched_numbers(module, batch):
+    """Output and parameter gradients of one plain forward and backward."""
+    module.zero_grad()
+    out, loss = batch.loss(module)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    module.zero_grad()
+    return out.detach(), grads
+
+
+def watched_run(module, batch, steps=1, rules=None):
+    module.zero_grad()
+    with gradscope.watch(module) as scope:
+        for _ in range(steps):
+            out, loss = batch.loss(module)
+            loss.backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    module.zero_grad()
+    return scope, out.detach(), grads
+
+
+def assert_same_numbers(got_out, got_grads, want_out, want_grads):
+    """The watched model computed what the plain one did, NaN for NaN."""
+    torch.testing.assert_close(got_out, want_out, equal_nan=True)
+    for name, want in want_grads.items():
+        torch.testing.assert_close(got_grads[name], want, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
+def assert_verdicts_follow_nonfinite(scope, table):
+    """analyze never raises; a part is 'nonfinite' exactly when one of its rows counted a
+    non-finite gradient, and the JSON stays strict JSON."""
+    diagnosis = gradscope.analyze(scope)
+    hit = table.groupby(["layer", "direction"])["nonfinite"].sum()
+    summary = diagnosis.summary().set_index(["layer", "direction"])
+    for key, count in hit.items():
+        verdict = summary.loc[key, "verdict"]
+        assert (verdict == "nonfinite") == (count > 0), (key, verdict, count)
+    flagged = {(f.layer, f.direction) for f in diagnosis.by_kind("nonfinite")}
+    assert flagged == {key for key, count in hit.items() if count > 0}
+    assert not (flagged and diagnosis.ok)  # a non-finite gradient is an error
+    json.dumps(diagnosis.to_dict(), allow_nan=False)
+    return diagnosis
+
+
+POISON_CASES = list(itertools.product(KINDS, LAYOUTS, ("input", "weight", "loss"), BAD_VALUES, ("one", "all")))
+
+
+@pytest.mark.parametrize("kind,layout,place,value,extent", POISON_CASES,
+                         ids=["-".join(case) for case in POISON_CASES])
+def test_nonfinite_value_is_counted_as_the_reference_counts_it_and_never_raised(kind, layout, place, value, extent):
+    module = build(kind, layout)
+    batch = Batch(module, kind)
+    poison(module, batch, place, BAD_VALUES[value], extent)
+    want_out, want_grads = unwatched_numbers(module, batch)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even a warning: a NaN is a measurement, not a failure
+        scope, got_out, got_grads = watched_run(module, batch)
+
+    assert_same_numbers(got_out, got_grads, want_out, want_grads)
+    after = module.state_dict()
+    for name, value_before in before.items():
+        torch.testing.assert_close(after[name], value_before, equal_nan=True, rtol=0, atol=0)
+
+    table = scope.timesteps()
+    expected = batch.reference_nonfinite(module)
+    got = {(r.layer, r.direction, r.state, r.t): r.nonfinite for r in table.itertuples()}
+    assert got == expected
+    if value == "nan":  # a NaN reaches some gradient wherever it is (an Inf may saturate a unit instead)
+        assert table["nonfinite"].sum() > 0
+    # rows with a non-finite gradient have a non-finite mean norm; the others stay finite
+    bad = table["nonfinite"] > 0
+    assert not np.isfinite(table.loc[bad, "grad_norm"]).any()
+    assert np.isfinite(table.loc[~bad, ["grad_norm", "carried_norm", "direct_norm"]].to_numpy()).all()
+    assert_verdicts_follow_nonfinite(scope, table)
+
+
+# -- where a NaN first appears ---------------------------------------------------------------
+
+FIRST_PLACE_CASES = list(itertools.product(("RNN_TANH", "GRU", "LSTM"), LAYOUTS, (0, 3, STEPS - 1), (0, 2)))
+
+
+@pytest.mark.parametrize("kind,layout,position,bad_step", FIRST_PLACE_CASES,
+                         ids=[f"{k}-{lay}-t{p}-step{s}" for k, lay, p, s in FIRST_PLACE_CASES])
+def test_nan_in_the_loss_is_flagged_at_the_step_and_time_it_enters(kind, layout, position, bad_step):
+    """A NaN loss weight at (step s, t=k) of one sequence: every recorded step before s is clean,
+    and the top layer's finding names step s and t=k (the backward pass brings it in at k and
+    carries it towards t=0 forward, towards t=T-1 in reverse)."""
+    module = build(kind, layout)
+    batch = Batch(module, kind)
+    clean = batch.g_out.clone()
+    with gradscope.watch(module) as scope:
+        for step in range(3):
+            batch.g_out = clean.clone()
+            if step == bad_step:
+                batch.g_out[position, 1] = math.nan
+            _, loss = batch.loss(module)
+            loss.backward()
+    table = scope.timesteps()
+    per_step = table.groupby("step")["nonfinite"].sum()
+    assert (per_step.loc[:bad_step - 1] == 0).all()
+    assert per_step.loc[bad_step] > 0
+    top = module.num_layers - 1
+    diagnosis = gradscope.analyze(scope)
+    findings = {(f.layer, f.direction): f for f in diagnosis.by_kind("nonfinite")}
+    for direction in (("forward", "reverse") if module.bidirectional else ("forward",)):
+        evidence = findings[(top, direction)].evidence
+        assert (evidence["first_step"], evidence["first_t"]) == (bad_step, position), direction
+        rows = table[(table["layer"] == top) & (table["direction"] == direction) & (table["step"] == bad_step)
+                     & (table["state"] == "h")].set_index("t")["nonfinite"]
+        reached = range(0, position + 1) if direction == "forward" else range(position, STEPS)
+        assert (rows.loc[list(reached)] == 1).all() and rows.drop(list(reached)).eq(0).all()
+    json.dumps(diagnosis.to_dict(), allow_nan=False)
