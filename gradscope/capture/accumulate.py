@@ -10,6 +10,8 @@ backward. Nothing here syncs with the host: results stay on the device until the
 
 import torch
 
+from gradscope.capture.norms import row_norms
+
 _PARTS = ("carried", "direct")
 
 
@@ -77,9 +79,9 @@ class Series:
             direct = torch.zeros_like(like)
         total = carried + direct
         norms = torch.stack([
-            torch.linalg.vector_norm(total, dim=1, dtype=torch.float64),
-            torch.linalg.vector_norm(carried, dim=1, dtype=torch.float64),
-            torch.linalg.vector_norm(direct, dim=1, dtype=torch.float64),
+            row_norms(total),
+            row_norms(carried),
+            row_norms(direct),
             (~torch.isfinite(total)).any(dim=1).to(torch.float64),
         ])
         self.sums = record.segment_sum(norms)
