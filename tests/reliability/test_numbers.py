@@ -26,6 +26,16 @@ LAYOUTS = {"plain": {}, "deep-bidirectional": {"num_layers": 2, "bidirectional":
 BAD_VALUES = {"nan": math.nan, "inf": math.inf}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread computes them as fast, and on a shared, loaded machine
+    far faster than threads that wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(kind, layout, dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
     kwargs = dict(LAYOUTS[layout])
