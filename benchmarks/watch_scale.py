@@ -46,9 +46,10 @@ def current_rss():
 
 def oracle_model(kind):
     """A model whose gradient decays by exactly DECAY per step back: an RNN in its linear regime
-    (zero input and state, so tanh' = 1) with W_hh = DECAY * Q, Q orthogonal; or an LSTM whose
-    only weights are biases, so the cell state is carried back through f = DECAY and h is not
-    carried at all (W_hh = 0)."""
+    (zero input and state, so tanh' = 1) with W_hh = DECAY * Q, Q orthogonal; a GRU or an LSTM
+    whose only weights are biases (W_hh = 0), so the state is carried back only through the
+    update gate z = DECAY (GRU: h_t = (1 - z) n + z h_(t-1)) or the forget gate f = DECAY (the
+    LSTM's cell state; its h is not carried at all)."""
     torch.manual_seed(0)
     if kind == "RNN_TANH":
         model = torch.nn.RNN(1, HIDDEN, bias=False)
@@ -57,12 +58,20 @@ def oracle_model(kind):
             model.weight_hh_l0.copy_(DECAY * q)
             model.weight_ih_l0.zero_()
         return model
+    gate = torch.logit(torch.tensor(DECAY, dtype=torch.float64)).item()  # sigmoid(gate) = DECAY
+    if kind == "GRU":
+        model = torch.nn.GRU(1, HIDDEN)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+            model.bias_ih_l0[HIDDEN:2 * HIDDEN].fill_(gate)  # update gate z
+            model.bias_ih_l0[2 * HIDDEN:].fill_(0.5)  # n = tanh(0.5): h moves off 0
+        return model
     model = torch.nn.LSTM(1, HIDDEN)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        f_bias = torch.logit(torch.tensor(DECAY, dtype=torch.float64)).item()
-        model.bias_ih_l0[HIDDEN:2 * HIDDEN].fill_(f_bias)  # forget gate: sigmoid(f_bias) = DECAY
+        model.bias_ih_l0[HIDDEN:2 * HIDDEN].fill_(gate)  # forget gate f
         # a small cell input: c rises towards i*g/(1-f) = 0.5 and tanh(c) stays far from saturation
         model.bias_ih_l0[2 * HIDDEN:3 * HIDDEN].fill_(5e-4)
     return model
@@ -133,7 +142,7 @@ def run_stream(steps, out, seq_len=20, batch=4):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=("long", "stream"))
-    parser.add_argument("--kind", default="RNN_TANH", choices=("RNN_TANH", "LSTM"))
+    parser.add_argument("--kind", default="RNN_TANH", choices=("RNN_TANH", "GRU", "LSTM"))
     parser.add_argument("--steps", type=int, default=10_000, help="T for long, recorded steps for stream")
     parser.add_argument("--out", required=True, help="run folder to write (replaced)")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ def run_child(*args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("kind", ["RNN_TANH", "LSTM"])
+@pytest.mark.parametrize("kind", ["RNN_TANH", "GRU", "LSTM"])
 def test_ten_thousand_time_steps_in_one_step_match_the_decay_oracle(kind, tmp_path):
     result = run_child("long", "--kind", kind, "--steps", T_LONG, "--out", tmp_path / "run")
     # the exact route holds the graph of every time step, as the fused kernel's workspace does:
@@ -42,7 +42,7 @@ def test_ten_thousand_time_steps_in_one_step_match_the_decay_oracle(kind, tmp_pa
 
     run = gradscope.load(tmp_path / "run")
     table = run.timesteps()
-    state = "h" if kind == "RNN_TANH" else "c"
+    state = "c" if kind == "LSTM" else "h"
     rows = table[table["state"] == state].sort_values("t")
     assert list(rows["t"]) == list(range(T_LONG)) and (rows["nonfinite"] == 0).all()
     grad = rows["grad_norm"].to_numpy()
@@ -60,11 +60,18 @@ def test_ten_thousand_time_steps_in_one_step_match_the_decay_oracle(kind, tmp_pa
     assert summary["verdict"] == "healthy"
 
 
-def test_recorded_steps_stream_to_disk_with_bounded_memory(tmp_path):
-    result = run_child("stream", "--steps", STREAMED, "--out", tmp_path / "run")
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """One child run that streams STREAMED recorded steps: (its figures, its run folder)."""
+    folder = tmp_path_factory.mktemp("stream") / "run"
+    return run_child("stream", "--steps", STREAMED, "--out", folder), folder
+
+
+def test_recorded_steps_stream_to_disk_with_bounded_memory(streamed):
+    result, folder = streamed
     assert result["recorded"] == STREAMED
 
-    run = gradscope.load(tmp_path / "run")
+    run = gradscope.load(folder)
     assert run.steps() == list(range(STREAMED))
     rows_per_step = result["seq_len"]  # one GRU layer: one h row per time step
     assert run.row_count("timesteps") == STREAMED * rows_per_step
@@ -77,3 +84,12 @@ def test_recorded_steps_stream_to_disk_with_bounded_memory(tmp_path):
     # the bounds catch a graph or buffer held per step (hundreds of KiB or more)
     assert result["held_growth_bytes_per_step"] < 256 * 1024, result
     assert result["peak_above_baseline_mib"] < 256, result
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a Scope streaming to run_dir also keeps every step's tables in memory, as pandas frames "
+    "(~80 KiB a step of a small GRU, 16x its bytes on disk): 10,000 steps hold 780 MiB"))
+def test_memory_held_by_a_streaming_scope_does_not_grow_with_recorded_steps(streamed):
+    result, _ = streamed
+    # what is on disk need not stay in memory too: allow a tenth of a step's bytes on disk
+    assert result["held_growth_bytes_per_step"] < result["bytes_per_step_on_disk"] / 10, result
