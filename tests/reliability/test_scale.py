@@ -36,8 +36,9 @@ def run_child(*args):
 @pytest.mark.parametrize("kind", ["RNN_TANH", "GRU", "LSTM"])
 def test_ten_thousand_time_steps_in_one_step_match_the_decay_oracle(kind, tmp_path):
     result = run_child("long", "--kind", kind, "--steps", T_LONG, "--out", tmp_path / "run")
-    # the exact route holds the graph of every time step, as the fused kernel's workspace does:
-    # a few tens of KiB per step of this tiny model; 1 GiB would mean a leak per time step
+    # the exact route holds an autograd graph of every time step: ~8-22 KiB a time step of this
+    # tiny model (75-210 MiB measured; the unwatched GRU, stepped by ATen's own cell ops, holds
+    # about as much); 1 GiB would mean something held per time step beyond the graph
     assert result["peak_above_baseline_mib"] < 1024, result
 
     run = gradscope.load(tmp_path / "run")
