@@ -7,6 +7,7 @@ the autograd reference counts them and flagged where they first appear, and no n
 into a wrong verdict.
 """
 
+import copy
 import itertools
 import json
 import math
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 import gradscope
-from tests.reference import reference_module
+from tests.reference import reference_loop, reference_module
 
 INPUT, HIDDEN, STEPS, BATCH = 3, 4, 6, 3
 MODULES = {"RNN_TANH": torch.nn.RNN, "RNN_RELU": torch.nn.RNN, "GRU": torch.nn.GRU, "LSTM": torch.nn.LSTM}
@@ -355,3 +356,66 @@ def test_float64_tracked_state_gradient_of_extreme_size_keeps_its_norm(scale):
     norms = ["grad_norm", "carried_norm", "direct_norm"]
     assert (got["nonfinite"] == 0).all()
     np.testing.assert_allclose(got[norms].to_numpy(), want[norms].to_numpy() * SCALES[scale], rtol=1e-12, atol=0)
+
+
+# -- loops: stock cells stepped by the user, and scope.track ----------------------------------
+
+LOOPS = ("RNNCell", "GRUCell", "track")
+LOOP_CASES = list(itertools.product(LOOPS, ("input", "weight", "loss"), BAD_VALUES, ("one", "all")))
+
+
+class Loop:
+    """A hand-written loop over a stock cell, or over raw weights marked with scope.track; the
+    loss is sum_t sum(sin(h_t) * g_t)."""
+
+    def __init__(self, kind):
+        generator = torch.Generator().manual_seed(3)
+        self.kind = kind
+        if kind == "track":
+            self.model = torch.nn.Module()
+            self.model.weight_ih = torch.nn.Parameter(torch.randn(INPUT, HIDDEN, generator=generator) / 2)
+            self.model.weight_hh = torch.nn.Parameter(torch.randn(HIDDEN, HIDDEN, generator=generator) / 2)
+        else:
+            torch.manual_seed(3)
+            self.model = getattr(torch.nn, kind)(INPUT, HIDDEN)
+        self.x = torch.randn(STEPS, BATCH, INPUT, generator=generator)
+        self.g = torch.randn(STEPS, BATCH, HIDDEN, generator=generator)
+
+    def step(self, model, x, h):
+        if self.kind == "track":
+            return torch.tanh(x @ model.weight_ih + h @ model.weight_hh)
+        return model(x, h)
+
+    def run(self, scope=None):
+        h, loss = torch.zeros(BATCH, HIDDEN), 0.0
+        for t in range(STEPS):
+            h = self.step(self.model, self.x[t], h)
+            if scope is not None and self.kind == "track":
+                h = scope.track(h, "loop")
+            loss = loss + (torch.sin(h) * self.g[t]).sum()
+        loss.backward()
+
+    def reference_nonfinite(self):
+        """{t: sequences whose float64 autograd dL/dh_t is not finite}."""
+        model64 = copy.deepcopy(self.model).double()
+        per_state = reference_loop(lambda x, h: self.step(model64, x, h), list(self.x), torch.zeros(BATCH, HIDDEN),
+                                   lambda outs: sum((torch.sin(o) * g.double()).sum() for o, g in zip(outs, self.g)))
+        return {t: int((~torch.isfinite(total)).any(dim=1).sum()) for (_, t), (total, _, _) in per_state.items()}
+
+
+@pytest.mark.parametrize("loop,place,value,extent", LOOP_CASES, ids=["-".join(case) for case in LOOP_CASES])
+def test_nonfinite_value_in_a_loop_is_counted_as_the_reference_counts_it(loop, place, value, extent):
+    case = Loop(loop)
+    target = {"input": case.x, "loss": case.g, "weight": case.model.weight_hh}[place]
+    with torch.no_grad():
+        target[(2, 1) if extent == "one" else ...] = BAD_VALUES[value]
+    weights = {"w_hh": case.model.weight_hh} if loop == "track" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gradscope.watch(case.model, weights=weights) as scope:
+            case.run(scope)
+    table = scope.timesteps()
+    assert {r.t: r.nonfinite for r in table.itertuples()} == case.reference_nonfinite()
+    if value == "nan":
+        assert table["nonfinite"].sum() > 0
+    assert_verdicts_follow_nonfinite(scope, table)
