@@ -147,14 +147,18 @@ def assert_verdicts_follow_nonfinite(scope, table):
     return diagnosis
 
 
-POISON_CASES = list(itertools.product(KINDS, LAYOUTS, ("input", "weight", "loss"), BAD_VALUES, ("one", "all")))
+# float32 on both layouts; float64 models on the plain one
+POISON_CASES = [case + (dtype,) for dtype in ("float32", "float64")
+                for case in itertools.product(KINDS, LAYOUTS, ("input", "weight", "loss"), BAD_VALUES, ("one", "all"))
+                if dtype == "float32" or case[1] == "plain"]
 
 
-@pytest.mark.parametrize("kind,layout,place,value,extent", POISON_CASES,
+@pytest.mark.parametrize("kind,layout,place,value,extent,dtype", POISON_CASES,
                          ids=["-".join(case) for case in POISON_CASES])
-def test_nonfinite_value_is_counted_as_the_reference_counts_it_and_never_raised(kind, layout, place, value, extent):
-    module = build(kind, layout)
-    batch = Batch(module, kind)
+def test_nonfinite_value_is_counted_as_the_reference_counts_it_and_never_raised(kind, layout, place, value, extent,
+                                                                                dtype):
+    module = build(kind, layout, dtype=getattr(torch, dtype))
+    batch = Batch(module, kind, dtype=getattr(torch, dtype))
     poison(module, batch, place, BAD_VALUES[value], extent)
     want_out, want_grads = unwatched_numbers(module, batch)
     before = {k: v.clone() for k, v in module.state_dict().items()}
