@@ -423,3 +423,35 @@ def test_nonfinite_value_in_a_loop_is_counted_as_the_reference_counts_it(loop, p
     if value == "nan":
         assert table["nonfinite"].sum() > 0
     assert_verdicts_follow_nonfinite(scope, table)
+
+
+CELL_AUTOCAST_CASES = list(itertools.product(("RNNCell", "GRUCell", "LSTMCell"), ("bfloat16", "float16")))
+
+
+@pytest.mark.parametrize("cell,dtype", CELL_AUTOCAST_CASES, ids=["-".join(case) for case in CELL_AUTOCAST_CASES])
+def test_autocast_cell_loop_computes_what_the_unwatched_loop_computes(cell, dtype):
+    torch.manual_seed(0)
+    module = getattr(torch.nn, cell)(INPUT, HIDDEN)
+    x = torch.randn(STEPS, BATCH, INPUT)
+
+    def run():
+        module.zero_grad()
+        state, outs = None, []
+        with torch.autocast("cpu", dtype=getattr(torch, dtype)):
+            for t in range(STEPS):
+                state = module(x[t], state)
+                outs.append(state[0] if isinstance(state, tuple) else state)
+        torch.stack([o.float() for o in outs]).sin().sum().backward()
+        return outs, {name: p.grad.clone() for name, p in module.named_parameters()}
+
+    want_outs, want_grads = run()
+    with gradscope.watch(module) as scope:
+        got_outs, got_grads = run()
+    assert [o.dtype for o in got_outs] == [o.dtype for o in want_outs]
+    for got, want in zip(got_outs, want_outs):
+        torch.testing.assert_close(got, want, **TOLERANCE[dtype])
+    for name, want in want_grads.items():
+        torch.testing.assert_close(got_grads[name], want, **TOLERANCE[dtype], msg=lambda m: f"{name}: {m}")
+    table = scope.timesteps()
+    assert sorted(table["t"].unique()) == list(range(STEPS)) and (table["nonfinite"] == 0).all()
+    assert np.isfinite(table[["grad_norm", "carried_norm", "direct_norm"]].to_numpy()).all()
