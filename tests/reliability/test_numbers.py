@@ -268,11 +268,6 @@ def test_float64_gradient_of_extreme_size_keeps_its_norm_and_verdict(kind, layou
 # PyTorch's CPU LSTM kernel (oneDNN) has no float16 version: the unwatched model itself raises
 AUTOCAST_CASES = [(kind, dtype) for kind, dtype in itertools.product(("RNN_TANH", "GRU", "LSTM"), ("bfloat16", "float16"))
                   if (kind, dtype) != ("LSTM", "float16")]
-# Under CPU autocast nn.LSTM runs as one bfloat16 oneDNN kernel (a bfloat16 output); the exact
-# route runs its cell ops under autocast, whose elementwise ops promote to float32.
-LSTM_AUTOCAST_BUG = pytest.mark.xfail(strict=True, reason=(
-    "bug: under bfloat16 autocast the watched nn.LSTM returns float32 where the unwatched one "
-    "returns bfloat16 (the exact route does not follow the fused kernel's autocast dtype)"))
 TOLERANCE = {"bfloat16": dict(rtol=2e-2, atol=2e-2), "float16": dict(rtol=2e-3, atol=2e-3)}
 
 
@@ -294,11 +289,12 @@ def autocast_numbers(module, batch, dtype, watch):
     return out.detach(), grads, scope
 
 
-@pytest.mark.parametrize("kind,dtype", [pytest.param(*case, marks=LSTM_AUTOCAST_BUG) if case == ("LSTM", "bfloat16")
-                                         else case for case in AUTOCAST_CASES],
-                         ids=["-".join(case) for case in AUTOCAST_CASES])
-def test_autocast_step_computes_what_the_unwatched_model_computes(kind, dtype):
-    module = build(kind, "plain")
+AUTOCAST_LAYOUT_CASES = [case + (layout,) for case in AUTOCAST_CASES for layout in LAYOUTS]
+
+
+@pytest.mark.parametrize("kind,dtype,layout", AUTOCAST_LAYOUT_CASES, ids=["-".join(c) for c in AUTOCAST_LAYOUT_CASES])
+def test_autocast_step_computes_what_the_unwatched_model_computes(kind, dtype, layout):
+    module = build(kind, layout)
     batch = Batch(module, kind)
     want_out, want_grads, _ = autocast_numbers(module, batch, dtype, watch=False)
     got_out, got_grads, scope = autocast_numbers(module, batch, dtype, watch=True)
