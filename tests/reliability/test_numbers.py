@@ -14,6 +14,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas.testing as pd_testing
 import pytest
 import torch
 
@@ -451,3 +452,35 @@ def test_autocast_cell_loop_computes_what_the_unwatched_loop_computes(cell, dtyp
     table = scope.timesteps()
     assert sorted(table["t"].unique()) == list(range(STEPS)) and (table["nonfinite"] == 0).all()
     assert np.isfinite(table[["grad_norm", "carried_norm", "direct_norm"]].to_numpy()).all()
+
+
+# -- a run full of NaN/Inf, kept and shown ----------------------------------------------------
+
+# LSTM: the most tables (two states, four gates); a report costs seconds, so two cases
+SAVED_CASES = list(itertools.product(("LSTM",), ("weight-nan", "loss-inf")))
+
+
+@pytest.mark.parametrize("kind,poisoned", SAVED_CASES, ids=["-".join(case) for case in SAVED_CASES])
+def test_nonfinite_run_with_jacobians_saves_loads_analyses_and_renders(kind, poisoned, tmp_path):
+    """Every table of the run (spectra and Lyapunov exponents of a NaN matrix included) goes to
+    disk and back, and the report renders it as a nonfinite verdict, without an error or warning."""
+    module = build(kind, "plain")
+    batch = Batch(module, kind)
+    place, value = poisoned.split("-")
+    poison(module, batch, place, BAD_VALUES[value], "all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gradscope.watch(module, jacobians=True, run_dir=tmp_path / "run") as scope:
+            for _ in range(2):
+                _, loss = batch.loss(module)
+                loss.backward()
+        run = gradscope.load(tmp_path / "run")
+        for table in ("timesteps", "spectra", "jacobians", "lyapunov", "gates"):
+            pd_testing.assert_frame_equal(getattr(run, table)(), getattr(scope, table)(), obj=table)
+        diagnosis = gradscope.analyze(tmp_path / "run")
+        page = gradscope.report(tmp_path / "run", tmp_path / "report")
+    assert set(diagnosis.summary()["verdict"]) == {"nonfinite"}
+    json.dumps(diagnosis.to_dict(), allow_nan=False)
+    html = page.read_text()
+    assert "nonfinite" in html and "NaN/Inf" in html
+    assert list((tmp_path / "report").rglob("*.png"))
