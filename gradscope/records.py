@@ -219,6 +219,19 @@ class TableSource:
         return pick_spectrum(self._spectrum_steps(), self._spectrum_values, module, layer=layer,
                              direction=direction, gate=gate, step=step, source=self.name)
 
+    def metrics(self, step: Optional[int] = None) -> dict:
+        """One recorded step as a flat ``{name: float}`` for any logger (``gradscope.metrics``;
+        keys and verdict codes in docs/integrations.md).
+
+        Args:
+            step: a recorded step number; None: the latest.
+        Returns:
+            ``{"gradscope/<module>/l<layer>/<direction>/<name>": float}``.
+        """
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     def _spectrum_steps(self) -> list:
         raise NotImplementedError
 

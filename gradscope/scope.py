@@ -6,6 +6,7 @@ table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
 import threading
+from typing import Optional
 import warnings
 import weakref
 
@@ -26,7 +27,7 @@ from gradscope.capture.unroll import NotSteppable, exact_module_forward
 from gradscope.capture.weight_reads import WeightRead
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
-from gradscope.records import SCHEMA_VERSION, TABLES, TableSource, checked_columns, frame, select_rows, spectrum_of
+from gradscope.records import SCHEMA_VERSION, TABLES, Columns, Steps, TableSource, checked_columns, frame, select_rows, spectrum_of
 from gradscope.schedules import check_every
 from gradscope.spectra.background import BackgroundSpectra
 
@@ -286,7 +287,7 @@ class Scope(TableSource):
         return _track(ctx, value, label)
 
     # ---- the tables (gradscope.records.TableSource: the same methods as a loaded Run) -------
-    def table(self, table, steps=None, columns=None):
+    def table(self, table: str, steps: Steps = None, columns: Columns = None) -> pd.DataFrame:
         """One table of what was recorded so far (``spectra`` waits for the spectra still
         computed in the background). See ``TableSource.table``."""
         if table == "spectra":
@@ -299,13 +300,14 @@ class Scope(TableSource):
                 self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
             return select_rows(self._cache[table], table, steps, columns)
 
-    def steps(self):
+    def steps(self) -> list:
         """The recorded step numbers (those with rows in any table), increasing, as ``Run.steps()``."""
         with self._lock:
             found = {int(s) for frames in self._tables.values() for f in frames for s in pd.unique(f["step"])}
         return sorted(found)
 
-    def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
+    def spectrum(self, module: str, layer: int = 0, direction: str = "forward", gate: Optional[str] = None,
+                 step: int = -1) -> dict:
         """See ``TableSource.spectrum``. A block over ``FULL_SPECTRUM_MAX`` rows and columns keeps
         only its summary when recorded; for the latest recorded step its weights are at hand, so
         its full spectrum is computed now."""
@@ -341,12 +343,6 @@ class Scope(TableSource):
                 return spectrum_of(sp.spectrum_value(number, module, layer, direction, gate, matrix))
         return None
 
-    def metrics(self, step=None):
-        """One recorded step (None: the latest) as a flat ``{name: float}`` for any logger
-        (gradscope.metrics; keys and the verdict codes in docs/integrations.md)."""
-        from gradscope.metrics import metrics
-
-        return metrics(self, step)
 
     @property
     def steps_seen(self):

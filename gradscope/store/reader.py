@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from gradscope.errors import GradscopeWarning
-from gradscope.records import TableSource, checked_columns, frame, wanted_steps
+from gradscope.records import Columns, Steps, TableSource, checked_columns, frame, wanted_steps
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
 from gradscope.store.index import build_index
@@ -99,11 +99,6 @@ class Run(TableSource):
         """The committed steps, increasing."""
         return list(self._index.steps)
 
-    def metrics(self, step=None):
-        """One recorded step (None: the latest) as a flat ``{name: float}``, as Scope.metrics."""
-        from gradscope.metrics import metrics
-
-        return metrics(self, step)
 
     def sample_steps(self, n):
         """At most ``n`` committed steps, evenly spaced, the first and the last included."""
@@ -120,7 +115,7 @@ class Run(TableSource):
         _check_table(table)
         return sum(self._index.rows[s].get(table, 0) for s in self._selected(steps))
 
-    def table(self, table, steps=None, columns=None):
+    def table(self, table: str, steps: Steps = None, columns: Columns = None) -> pd.DataFrame:
         """``table`` (a name of gradscope.records.TABLES) as one DataFrame, read from disk (only
         the bytes of ``steps``, only ``columns`` parsed). See ``TableSource.table``."""
         columns = checked_columns(table, columns)
