@@ -6,15 +6,15 @@ Other test_report_* files import FakeSource from here."""
 import numpy as np
 import pandas as pd
 
-from gradscope.records import TABLES, frame
+from gradscope.records import TABLES, TableSource, frame, select_rows
 
 GATES = {"RNN_TANH": ("hh",), "GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
 ACTIVATION = {"hh": "tanh", "r": "sigmoid", "z": "sigmoid", "n": "tanh",
               "i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"}
 
 
-class FakeSource:
-    """Duck-typed like a Scope: name, meta, the five tables and spectrum().
+class FakeSource(TableSource):
+    """A table source like a Scope: name, meta, the tables and spectrum().
 
     Per step s the gain drifts from ``gain`` toward ``gain * drift``; the loss enters at the
     last time step only (direct = 1 there), so total_t = gain**(T-1-t) for the forward direction.
@@ -73,23 +73,14 @@ class FakeSource:
         }
         self._has_spectra = spectra
 
-    def timesteps(self):
-        return self._tables["timesteps"].copy()
+    def table(self, table, steps=None, columns=None):
+        rows = self._tables.get(table)
+        if rows is None:  # forward_nonfinite: the fakes' forward passes are finite
+            rows = frame(table)
+        return select_rows(rows, table, steps, columns)
 
-    def spectra(self):
-        return self._tables["spectra"].copy()
-
-    def jacobians(self):
-        return self._tables["jacobians"].copy()
-
-    def lyapunov(self):
-        return self._tables["lyapunov"].copy()
-
-    def gates(self):
-        return self._tables["gates"].copy()
-
-    def forward_nonfinite(self):
-        return frame("forward_nonfinite")  # the fakes' forward passes are finite
+    def steps(self):
+        return sorted(int(s) for s in self._tables["timesteps"]["step"].unique())
 
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         if not self._has_spectra:

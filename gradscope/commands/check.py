@@ -107,7 +107,7 @@ def _write(path, text):
 
 def run(args):
     from gradscope.analysis import analyze
-    from gradscope.gate.health_check import NothingRecordedError, measure
+    from gradscope.gate.health_check import NothingRecordedError, watch_steps
     from gradscope.gate.config import ConfigError
     from gradscope.gate.output import markdown_summary, text_report, write_junit
     from gradscope.gate.targets import TargetError, load_target
@@ -120,7 +120,7 @@ def run(args):
     try:
         model, step = load_target(target)
         try:
-            scope = measure(model, step, steps)
+            scope = watch_steps(model, step, steps)
         except NothingRecordedError as error:
             # the gate ran and measured nothing: a failed gate (exit 1) with every output written
             print(f"gradscope check: nothing was measured: {error}", file=sys.stderr)
