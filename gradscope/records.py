@@ -71,17 +71,6 @@ def dtype_of(column):
 
 
 
-def module_label(module: str) -> str:
-    """How people read a module name: the model's root (``""``) as ``(root)``.
-
-    Args:
-        module: a qualified module name as the tables hold it (``""`` for the model itself).
-    Returns:
-        ``"(root)"`` for ``""``, else the name.
-    """
-    return "(root)" if module == "" else str(module)
-
-
 # ---- the table source ------------------------------------------------------------------------
 
 Steps = Union[None, int, Iterable[int]]

@@ -11,7 +11,7 @@ import pandas as pd
 from gradscope.analysis import gain as gainmath
 from gradscope.analysis.flips import verdict_changes
 from gradscope.analysis.verdict import verdict
-from gradscope.records import module_label
+from gradscope.display import module_label
 
 PART = ["module", "layer", "direction"]
 

@@ -6,10 +6,7 @@ Heavy imports (torch, the tasks) happen in ``run`` so that ``gradscope --help`` 
 import argparse
 import sys
 
-# kept in step with gradscope.tasks.demo.DEFAULTS (a test checks they agree)
-DEFAULTS = {"task": "adding", "steps": 1500, "seq_len": 100, "hidden": 32, "seed": 0, "every": 50,
-            "out": "reports/demo"}
-TASK_NAMES = ("adding", "copy", "charlm")
+from gradscope.tasks.defaults import DEFAULTS, TASK_NAMES
 
 
 def positive_int(text):

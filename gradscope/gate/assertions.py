@@ -1,6 +1,7 @@
 """Test helpers: fail a test when gradients vanish or explode through time (public as ``gradscope.testing``)."""
 
 from gradscope.analysis.diagnosis import count_findings
+from gradscope.display import compact_part_label
 from gradscope.gate.health_check import check
 
 
@@ -18,12 +19,7 @@ def describe_findings(diagnosis, title="gradients are not healthy"):
 
 def where(finding):
     """``module l<layer> <direction>``, leaving out what the finding does not name."""
-    parts = [finding.module if finding.module else ("(root)" if finding.module == "" else "(model)")]
-    if finding.layer is not None:
-        parts.append(f"l{finding.layer}")
-    if finding.direction:
-        parts.append(str(finding.direction))
-    return " ".join(parts)
+    return compact_part_label(finding.module, finding.layer, finding.direction)
 
 
 def assert_gradients_healthy(model, step, rules=None, steps=1):

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
+from gradscope.display import module_label  # noqa: F401  (the plots import it from here)
+
 DIRECTIONS = ("forward", "reverse")
 STATES = ("h", "c")
 MAX_MODULES = 8  # figures drawn per kind; the rest are listed in the page as not drawn
@@ -20,10 +22,6 @@ class Plot:
     title: str
     caption: str
     figure: Figure
-
-
-def module_label(module):
-    return module if module != "" else "(model root)"
 
 
 def layer_bits(module, layer, direction, meta=None):

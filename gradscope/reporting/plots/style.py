@@ -198,20 +198,6 @@ def marker_for(values, few=30):
     return "o" if len(positive_finite(values)) <= few else None
 
 
-def fmt(value, digits=3):
-    """A short human number: 3 significant digits, inf as ∞, NaN as n/a."""
-    if value is None:
-        return "n/a"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    return f"{value:.{digits}g}"
-
 
 def hide_unused(axes, used):
     """Switch off the axes of a grid that got no data (``used``: set of (row, col))."""
