@@ -24,6 +24,18 @@ class Plot:
     figure: Figure
 
 
+def by_module(run, rows):
+    """``(step, module, its rows)`` for each of the run's first ``MAX_MODULES`` modules that has
+    rows in ``rows`` (a table of one step, or of several: ``step`` is the latest)."""
+    if rows.empty:
+        return
+    step = int(rows["step"].max())
+    for module in run.modules()[:MAX_MODULES]:
+        part = rows[rows["module"] == module]
+        if not part.empty:
+            yield step, module, part
+
+
 def layer_bits(module, layer, direction, meta=None):
     """``["layer 1", "reverse"]``, leaving out what the module has only one of."""
     info = (meta or {}).get("modules", {}).get(module, {})

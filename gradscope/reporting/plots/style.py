@@ -255,3 +255,15 @@ def zero_note(ax, words):
         ax.text(0.01, 0.06, "▼ " + UNDERFLOW_LABEL + ": " + "; ".join(words), transform=ax.transAxes,
                 ha="left", va="bottom", fontsize=7, color="#444444",
                 bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))
+
+
+def ratio_axes(ax, line_label, xlabel, ylabel, ticks):
+    """A log y axis of a ratio-like quantity with a dashed reference line at 1 (no change),
+    labels and a light grid; ``ticks(ax)`` labels the y axis (``ratio_ticks``,
+    ``plain_log_labels``)."""
+    ax.axhline(1.0, color=ZERO_LINE, ls="--", lw=1, label=line_label)
+    log_y(ax)
+    ticks(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
