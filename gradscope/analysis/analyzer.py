@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any, Mapping, Optional, Union
+
 import pandas as pd
 
 from gradscope.analysis import findings as finding_kinds
@@ -9,17 +12,26 @@ from gradscope.analysis.diagnosis import Diagnosis, Finding
 from gradscope.analysis.measures import build_parts
 from gradscope.analysis.nonfinite_origin import trace_nonfinite
 from gradscope.analysis.nothing_recorded import NO_STEPS_ADVICE, no_steps_finding, recorded_steps
-from gradscope.analysis.rules import as_rules
-from gradscope.records import open_source
+from gradscope.analysis.rules import Rules, as_rules
+from gradscope.records import TableSource, open_source
 
 
-def analyze(source, rules=None) -> Diagnosis:
-    """Verdicts with evidence and advice for a watched run.
+def analyze(source: Union[TableSource, str, os.PathLike],
+            rules: Optional[Union[Rules, Mapping[str, Any]]] = None) -> Diagnosis:
+    """Verdicts with evidence and advice for a watched run. Never raises on bad gradients: NaN
+    and Inf are findings.
 
-    source: a live ``Scope`` (``gradscope.watch``), a loaded ``Run`` (``gradscope.load``), or
-    the path of a run folder. rules: a ``Rules``, a plain mapping of rule names (see
-    ``Rules.from_mapping``), or None for the defaults. Never raises on bad gradients (NaN and
-    Inf are findings); raises TypeError for a source it cannot read.
+    Args:
+        source: a live ``Scope`` (``gradscope.watch``), a loaded ``Run`` (``gradscope.load``),
+            another ``gradscope.records.TableSource``, or the path of a run folder.
+        rules: a ``Rules``, a plain mapping of rule names (``Rules.from_mapping``), or None
+            for the defaults.
+    Returns:
+        The Diagnosis: ``ok``, ``findings``, ``summary()``, ``per_step()``, ``to_dict()``.
+    Raises:
+        TypeError: a source it cannot read, or rules of another type.
+        ValueError: an unknown rule name or a rule value that is not a number.
+        FileNotFoundError: a run folder path that does not exist.
     """
     rules = as_rules(rules)
     source = open_source(source, "gradscope.analyze")

@@ -1,8 +1,10 @@
 """load() and Run: a run folder read back as the same tables a live Scope gives."""
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Iterator, Union
 
 import numpy as np
 import pandas as pd
@@ -20,15 +22,23 @@ _STRING_DTYPE = pd.Series(["x"]).dtype
 DEFAULT_CHUNK_BYTES = 32 << 20
 
 
-def load(run_dir, *, verify=True):
+def load(run_dir: Union[str, os.PathLike], *, verify: bool = True) -> "Run":
     """Open the run folder ``run_dir`` (what ``watch(..., run_dir=...)`` wrote) as a ``Run``.
 
     Only steps whose commit line is whole and whose bytes are intact are loaded; anything else
     (a step cut short by a crash, a torn or damaged tail) is left out with one
-    ``GradscopeWarning`` that says what was dropped. ``verify=False`` skips the checksum pass
-    (faster on huge runs; damage inside committed rows then shows up as a parse error).
-    A missing folder raises ``FileNotFoundError``; a folder that is not a run, or a run of a
-    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``).
+    ``GradscopeWarning`` that says what was dropped.
+
+    Args:
+        run_dir: the run folder.
+        verify: check every committed step's checksum; False is faster on huge runs (damage
+            inside committed rows then shows up as a parse error).
+    Returns:
+        The Run: the same table methods as a live Scope (``gradscope.records.TableSource``).
+    Raises:
+        FileNotFoundError: no folder at ``run_dir``.
+        RunFormatError: (a ``ValueError``) a folder that is not a run, or a run of a schema
+            this gradscope does not know.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -96,12 +106,22 @@ class Run(TableSource):
     # -- bounded-memory access ----------------------------------------------------------------
 
     def steps(self) -> list:
-        """The committed steps, increasing."""
+        """The committed steps, increasing.
+
+        Returns:
+            The step numbers whose commit line was whole when the run was loaded.
+        """
         return list(self._index.steps)
 
 
-    def sample_steps(self, n):
-        """At most ``n`` committed steps, evenly spaced, the first and the last included."""
+    def sample_steps(self, n: int) -> list:
+        """At most ``n`` committed steps, evenly spaced, the first and the last included.
+
+        Args:
+            n: how many at most (0 or less: none).
+        Returns:
+            The step numbers, increasing.
+        """
         steps = self._index.steps
         if n <= 0 or not steps:
             return []
@@ -110,8 +130,15 @@ class Run(TableSource):
         positions = np.unique(np.linspace(0, len(steps) - 1, n).round().astype(int))
         return [steps[i] for i in positions]
 
-    def row_count(self, table, steps=None):
-        """How many rows ``table`` holds (in ``steps``), from the commit log alone."""
+    def row_count(self, table: str, steps: Steps = None) -> int:
+        """How many rows ``table`` holds, from the commit log alone (nothing is parsed).
+
+        Args:
+            table: a name of ``gradscope.records.TABLES``.
+            steps: only these steps (a number or an iterable; None: all).
+        Returns:
+            The row count.
+        """
         _check_table(table)
         return sum(self._index.rows[s].get(table, 0) for s in self._selected(steps))
 
@@ -121,8 +148,16 @@ class Run(TableSource):
         columns = checked_columns(table, columns)
         return self._read(table, self._selected(steps), columns)
 
-    def iter_table(self, table, steps=None, columns=None, chunk_bytes=DEFAULT_CHUNK_BYTES):
-        """Yield ``table`` as DataFrames of whole steps, each read from about ``chunk_bytes``."""
+    def iter_table(self, table: str, steps: Steps = None, columns: Columns = None,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+        """``table`` in pieces of whole steps, for runs too big to read at once.
+
+        Args:
+            table, steps, columns: as ``table()``.
+            chunk_bytes: about how many bytes of file each piece is read from.
+        Returns:
+            An iterator of DataFrames, in step order.
+        """
         columns = checked_columns(table, columns)
         name = fmt.TABLE_FILES[table]
         batch, size = [], 0
