@@ -168,7 +168,7 @@ def chrono_forget_bias(part, steps, forget_mean) -> str:
 
 def update_gate_bias(part) -> str:
     return ("set the update-gate bias to 1.0 so that z starts near 0.73 and the state is "
-            f"kept (h' = (1-z)*n + z*h): " + _set_gate_bias(part, 1, 3, 1.0, "update-gate"))
+            "kept (h' = (1-z)*n + z*h): " + _set_gate_bias(part, 1, 3, 1.0, "update-gate"))
 
 
 def join(*actions) -> str:
