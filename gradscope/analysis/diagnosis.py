@@ -107,7 +107,14 @@ class Diagnosis:
         """The same measurements for each recorded step alone: did it start healthy and degrade?"""
         return self._per_step.copy()
 
-    def by_kind(self, kind) -> List[Finding]:
+    def by_kind(self, kind: str) -> List[Finding]:
+        """The findings of one kind.
+
+        Args:
+            kind: ``"vanishing"``, ``"exploding"``, ``"nonfinite"``, ``"saturation"``, ...
+        Returns:
+            Those findings, most severe first.
+        """
         return [f for f in self.findings if f.kind == kind]
 
     def to_dict(self) -> dict:

@@ -20,8 +20,17 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradscope.tasks' has no attribute {name!r}")
 
 
-def make_task(name, seq_len):
-    """The built-in task ``name`` at sequence length ``seq_len``."""
+def make_task(name: str, seq_len: int):
+    """A built-in task.
+
+    Args:
+        name: one of ``TASK_NAMES`` (``"adding"``, ``"copy"``, ``"charlm"``).
+        seq_len: the sequence length.
+    Returns:
+        The Task (``batch``, ``loss``, ``describe``).
+    Raises:
+        ValueError: an unknown name.
+    """
     tasks = __getattr__("TASKS")
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(tasks)}")
