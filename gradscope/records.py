@@ -19,6 +19,9 @@ SCHEMA_VERSION = 1
 TIMESTEP_COLUMNS = [
     "step", "module", "cell", "call", "layer", "direction", "state", "t", "batch",
     "grad_norm", "carried_norm", "direct_norm", "nonfinite",
+    # gradscope's addition: grad_norm over the sequences whose gradient is finite (NaN when none
+    # is), so a figure still shows the healthy sequences of a batch with one NaN sequence
+    "finite_grad_norm",
 ]
 SPECTRA_COLUMNS = [
     "step", "module", "layer", "direction", "gate", "rows", "cols",
@@ -40,6 +43,10 @@ GATE_COLUMNS = [
 FORWARD_NONFINITE_COLUMNS = [
     "step", "module", "call", "layer", "place", "t", "nonfinite", "sequences",
 ]
+
+# Columns added after schema 1 was fixed: a run folder written before them lacks them, and
+# reads them back as NaN.
+ADDED_COLUMNS = {"timesteps": ("finite_grad_norm",)}
 
 TABLES = {
     "timesteps": TIMESTEP_COLUMNS,

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
+from gradscope.capture.fast import fast_module_forward, part_routes
 from gradscope.capture.finish import timestep_and_gate_tables
 from gradscope.capture.forward_nonfinite import forward_nonfinite_table
 from gradscope.capture.links import LinkTable
@@ -41,7 +42,7 @@ class AlreadyWatchedError(RuntimeError):
 SPECTRA = ("auto", "background", "inline")
 
 
-def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
+def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
           optimizer=None, spectra="auto", spectra_every=1, overwrite=False, append=False):
     """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
 
@@ -55,6 +56,9 @@ def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=Fal
             ``"auto"`` (default): background where the weights live on a GPU, else inline.
         spectra_every: which recorded steps also get weight spectra: every N-th step number
             (1: every recorded step) or a schedule ``step -> bool``.
+        mode: ``"fast"`` (default): the stock modules' fused kernels run untouched and the
+            per-step gradients come from a reverse recursion after backward; ``"exact"``: stepped
+            one time step at a time (docs/capture.md).
         overwrite: replace a run already in ``run_dir`` (docs/run-folder.md).
         append: go on with a run already in ``run_dir``. Without either, a ``run_dir`` that
             holds a run is refused.
@@ -137,7 +141,7 @@ class _Capture:
 class Scope(TableSource):
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
-    def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
+    def __init__(self, model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False,
                  run_dir=None, name=None, optimizer=None, spectra="auto", spectra_every=1, overwrite=False,
                  append=False):
         if not isinstance(model, nn.Module):
@@ -152,10 +156,6 @@ class Scope(TableSource):
         self._spectra_schedule = check_every(spectra_every, "spectra_every")
         if mode not in MODES:
             raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
-        if mode == "fast":
-            raise NotImplementedError(
-                "gradscope.watch(mode='fast') is not available in this version; use mode='exact' "
-                "(the default) and every=N to record only every N-th step")
         if isinstance(cells, (nn.Module, str)):
             cells = (cells,)
         self.model = model
@@ -198,6 +198,7 @@ class Scope(TableSource):
         self.meta = self._make_meta()
         if self._reducer is not None:
             self.meta["distributed"] = self._reducer.describe()
+        self.meta["routes"] = part_routes(self._parts, mode)  # fast: stock modules only; says so once
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self):
@@ -398,7 +399,8 @@ class Scope(TableSource):
             ctx = _Capture(scope, step)
             try:
                 if part.kind == "module":
-                    return exact_module_forward(ctx, part.name, part.module, *args, **kwargs)
+                    route = fast_module_forward if scope.mode == "fast" else exact_module_forward
+                    return route(ctx, part.name, part.module, *args, **kwargs)
                 if part.kind == "cell":
                     return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
                 return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)

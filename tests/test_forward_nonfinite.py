@@ -29,16 +29,17 @@ def recorded(table, place, layer):
     return out
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
 @pytest.mark.parametrize("cls", [nn.RNN, nn.GRU, nn.LSTM])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_rows_match_the_unwatched_forward(cls, bidirectional, batch_first):
+def test_rows_match_the_unwatched_forward(cls, bidirectional, batch_first, mode):
     torch.manual_seed(0)
     module = cls(3, 4, num_layers=2, bidirectional=bidirectional, batch_first=batch_first)
     x = torch.randn(6, 10, 3)  # (B, T, I)
     x[2, 3, 1], x[4, 7, 0] = NAN, NAN
     expected_out, _ = module(x if batch_first else x.transpose(0, 1))
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         out, _ = module(x if batch_first else x.transpose(0, 1))
         out.sum().backward()
     torch.testing.assert_close(out, expected_out, equal_nan=True)
@@ -49,13 +50,14 @@ def test_rows_match_the_unwatched_forward(cls, bidirectional, batch_first):
     assert recorded(table, "output", 1) == reference_rows(~torch.isfinite(last).all(-1).numpy())
 
 
-def test_packed_input_names_the_sequences_in_the_users_order():
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_packed_input_names_the_sequences_in_the_users_order(mode):
     torch.manual_seed(0)
     module = nn.GRU(2, 3)
     x = torch.randn(5, 3, 2)  # (T, B, I), lengths not sorted
     x[1, 2, 0] = NAN          # sequence 2, t=1
     packed = pack_padded_sequence(x, torch.tensor([3, 2, 5]), enforce_sorted=False)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         out, h = module(packed)
         h.sum().backward()
     table = scope.forward_nonfinite()

@@ -4,7 +4,8 @@ layer's output (its states h_t) at which t. A NaN gradient alone cannot say wher
 rows can, and ``gradscope.analyze`` reads them to give advice that fits (clean the data, not
 clip the gradient).
 
-Only the exact route of nn.RNN / nn.GRU / nn.LSTM records them. Nothing syncs with the host
+Both routes of nn.RNN / nn.GRU / nn.LSTM (exact and fast) record them; cells, custom cells and
+``track`` do not. Nothing syncs with the host
 during the forward: the per-row flags stay on the device until the step closes.
 """
 

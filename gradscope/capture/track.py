@@ -56,8 +56,10 @@ class TrackRecord:
                              for v in (flat, carried, direct)])
         if t in self.failed:
             norms[1:] = math.nan
-        nonfinite = (~torch.isfinite(flat)).any(dim=1).to(torch.float64)
-        self.sums[(state, t)] = torch.cat([norms.sum(dim=1), nonfinite.sum().reshape(1)])
+        nonfinite = (~torch.isfinite(flat)).any(dim=1)
+        finite_total = norms[0].masked_fill(nonfinite, 0.0)
+        self.sums[(state, t)] = torch.cat([norms.sum(dim=1), nonfinite.to(torch.float64).sum().reshape(1),
+                                           finite_total.sum().reshape(1)])
         self.batch[(state, t)] = flat.shape[0]
 
 

@@ -113,7 +113,6 @@ class Run(TableSource):
         """
         return list(self._index.steps)
 
-
     def sample_steps(self, n: int) -> list:
         """At most ``n`` committed steps, evenly spaced, the first and the last included.
 
@@ -186,9 +185,13 @@ class Run(TableSource):
         spans = [self._index.ranges[s][name][:2] for s in steps if name in self._index.ranges[s]]
         if not spans:
             return frame(table).loc[:, columns]
-        header = self._index.headers[name][0]
+        header, present = self._index.headers[name]
+        stored = [c for c in columns if c in present]  # a column added later reads back as NaN
         with open_ranges(self.path / name, spans, prefix=header) as stream:
-            df = pd.read_csv(stream, **fmt.read_csv_options(table, columns))
+            df = pd.read_csv(stream, **fmt.read_csv_options(table, stored))
+        for column in columns:
+            if column not in present:
+                df[column] = np.nan
         for column in columns:
             if isinstance(df[column].dtype, pd.CategoricalDtype):
                 df[column] = df[column].astype(_STRING_DTYPE)

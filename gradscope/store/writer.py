@@ -256,6 +256,13 @@ class RunWriter:
                                  f"({error})") from error
         fmt.check_schema(old_meta, str(meta_path))
         index = build_index(self.path, verify=True)
+        for name, (_, columns) in index.headers.items():
+            tables = [t for t, file in fmt.TABLE_FILES.items() if file == name]
+            older = [c for c in TABLES[tables[0]] if c not in columns] if tables else []
+            if older:
+                raise RunFormatError(
+                    f"cannot append to {self.path}: it was written by an earlier gradscope whose {name} "
+                    f"has no column(s) {older}; start a new run folder, or pass overwrite=True to replace it")
         ends, commit_end = committed_ends(index)
         for name, end in list(ends.items()) + [(fmt.COMMIT_FILE, commit_end)]:
             target = self.path / name
