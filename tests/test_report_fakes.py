@@ -64,8 +64,11 @@ class FakeSource(TableSource):
                                 jac.append((step, module, 0, layer, direction, t, g * (1 + 0.1 * np.sin(t))))
                             for i in range(hidden):
                                 lya.append((step, module, layer, direction, i, np.log(g) - 0.2 * i))
+        timesteps = pd.DataFrame(ts, columns=[c for c in TABLES["timesteps"] if c != "finite_grad_norm"])
+        # the mean over the finite sequences: the total where all are finite (fewer is not modelled)
+        timesteps["finite_grad_norm"] = timesteps["grad_norm"].where(timesteps["nonfinite"] == 0)
         self._tables = {
-            "timesteps": frame("timesteps", pd.DataFrame(ts, columns=TABLES["timesteps"])),
+            "timesteps": frame("timesteps", timesteps),
             "spectra": frame("spectra", pd.DataFrame(sp, columns=TABLES["spectra"]) if spectra else None),
             "jacobians": frame("jacobians", pd.DataFrame(jac, columns=TABLES["jacobians"]) if jac else None),
             "lyapunov": frame("lyapunov", pd.DataFrame(lya, columns=TABLES["lyapunov"]) if lya else None),
