@@ -114,7 +114,7 @@ def select_rows(rows: pd.DataFrame, table: str, steps: Steps = None, columns: Co
         rows: the whole table (any row order; ``frame(table)`` columns at least).
         table: a name of ``TABLES``.
         steps: a step number, an iterable of them, or None for every step.
-        columns: a column name, a list of them, or None for all, in the table's order.
+        columns: a column name, a list of them (in the order given), or None for all.
     Returns:
         A new DataFrame with a fresh index.
     """
