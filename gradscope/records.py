@@ -77,7 +77,6 @@ def dtype_of(column):
     return "float64"
 
 
-
 # ---- the table source ------------------------------------------------------------------------
 
 Steps = Union[None, int, Iterable[int]]
