@@ -138,15 +138,17 @@ def _layer_states(job, d, direction):
     """Gates, activations, previous states and the derivative factors of one direction."""
     record, kind = job.record, job.kind
     reverse = direction == "reverse"
-    w = job.weights[d]
     size = job.size_h
     h = job.outputs[:, d * size:(d + 1) * size]
-    prev_h = _previous(record, reverse, job.h0[d], h)
+    # under autocast the fused op ran in a lower precision than the weights: recompute (and run
+    # the recursion) in that precision too, as its own backward does, overflow included
+    w = {k: (v.to(h.dtype) if v is not None else None) for k, v in job.weights[d].items()}
+    prev_h = _previous(record, reverse, job.h0[d].to(h.dtype), h)
     out = {"prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
     if kind in ("RNN_TANH", "RNN_RELU") and not job.jacobians:
         xw = None  # an RNN's factors need only its outputs: no matmul over all t
     else:
-        xw = F.linear(job.inputs, w["w_ih"], w["b_ih"])
+        xw = F.linear(job.inputs.to(h.dtype), w["w_ih"], w["b_ih"])
     out["xw"] = xw
     if kind in ("RNN_TANH", "RNN_RELU"):
         out["gate_block"] = h.unsqueeze(1)
@@ -172,7 +174,7 @@ def _layer_states(job, d, direction):
     gates = pre.add_(xw).view(pre.shape[0], 4, -1)
     i, f, g, o = gates.unbind(1)
     i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
-    c = _cell_scan(record, reverse, job.c0[d], f, i * g)
+    c = _cell_scan(record, reverse, job.c0[d].to(h.dtype), f, i * g)
     prev_c = _previous(record, reverse, job.c0[d], c)
     tc = torch.tanh(c)
     out["gate_block"] = gates
@@ -217,6 +219,9 @@ def _recursion(job, direction, states, known_h, known_c):
     reverse = direction == "reverse"
     w_hh, w_hr = states["w_hh"], states["w_hr"]
     like = states["prev_h"]
+    # the gradients that arrived may be of another precision than the layer ran in (autocast)
+    known_h = known_h.to(like.dtype) if known_h is not None else None
+    known_c = known_c.to(like.dtype) if known_c is not None else None
     rec_h = torch.zeros_like(like)
     split = lambda value: value.split(bs) if value is not None else [None] * steps  # noqa: E731
     known_h_s, rec_h_s = split(known_h), rec_h.split(bs)
