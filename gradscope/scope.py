@@ -300,7 +300,9 @@ class Scope:
             if step.closed or not scope._active:
                 return
             try:
-                fn(grad)
+                # backward(create_graph=True) hands gradients that carry a graph; records keep
+                # numbers only, and measuring must not grow the user's second-order graph
+                fn(grad.detach())
             except Exception as err:  # never break the user's backward pass
                 scope._warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
                                                            f"({type(err).__name__}: {err})")

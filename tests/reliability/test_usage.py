@@ -109,6 +109,7 @@ def test_retain_graph_second_backward_keeps_the_first_numbers(kind, backwards):
     assert_step(scope, 1, second.expected(module), RTOL[torch.float64])
 
 
+@pytest.mark.filterwarnings(r"ignore:Using backward\(\) with create_graph=True:UserWarning")
 @pytest.mark.parametrize("kind,penalty", list(itertools.product(KINDS, (False, True))))
 def test_create_graph_backward_records_the_step(kind, penalty):
     module = make_module(kind)
