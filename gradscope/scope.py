@@ -21,6 +21,7 @@ from gradscope.capture.steps import StepClock
 from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
 from gradscope.capture.unroll import NotSteppable, exact_module_forward
+from gradscope.capture.unwatchable import refuse_compiled, scripted_hint
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.records import SCHEMA_VERSION, TABLES, frame
 
@@ -128,10 +129,11 @@ class Scope:
         self._weights = self._check_weights(weights)
         self._jacobians = bool(jacobians)
         self._run_dir = run_dir
+        refuse_compiled(model)
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
-                f"gradscope.watch: found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
+                f"gradscope.watch: {scripted_hint(model)}found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
                 f"{type(model).__name__}, and no cells= or weights= were given. For a custom cell module "
                 "called once per time step, pass watch(model, cells=[model.my_cell]) (or its qualified name). "
                 "For a hand-written loop over raw Parameters, pass weights={'W_hh': W_hh} and mark each new "
