@@ -141,7 +141,7 @@ class Scope:
         self._patches = []
         self._links = LinkTable()
         self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
-        self._clock = StepClock(every, self._on_close)
+        self._clock = StepClock(every, self._on_close, on_drop=lambda step: self._links.clear())
         self._active = False
         self._tables = {table: [] for table in TABLES}
         self._values = []

@@ -51,6 +51,12 @@ class Step:
         return index
 
 
+def _graph_task_id():
+    """The id of the backward pass running on this thread (-1 outside one; None if unknown)."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current() if current is not None else None
+
+
 def _queue_at_end_of_backward(callback):
     # The engine runs queued callbacks once the current backward pass has finished; DDP uses
     # the same hook to know that all gradients are in.
@@ -60,14 +66,17 @@ def _queue_at_end_of_backward(callback):
 class StepClock:
     """Counts steps, decides which are recorded (every N-th), and closes them after backward."""
 
-    def __init__(self, every, on_close):
+    def __init__(self, every, on_close, on_drop=None):
         self.every = every
         self.on_close = on_close
+        self.on_drop = on_drop  # called with a step dropped because its backward pass raised
         self.count = 0  # steps closed so far
         self.current = None
 
     def open(self):
         """The open step, opening one if needed."""
+        if self.current is not None and self._backward_raised(self.current):
+            self._drop(self.current)
         if self.current is None:
             recorded = self.every > 0 and self.count % self.every == 0
             self.current = Step(self.count, recorded)
@@ -87,6 +96,21 @@ class StepClock:
         self.current = None
         self.count += 1
         self.on_close(step)
+
+    @staticmethod
+    def _backward_raised(step):
+        # A backward pass that reached the step queued its close; the engine runs queued
+        # callbacks only when the pass ends without an error. Still queued and open outside any
+        # backward pass: that pass raised (in a user's hook, a KeyboardInterrupt, ...).
+        return step.queued and not step.closed and _graph_task_id() == -1
+
+    def _drop(self, step):
+        """Forget a step whose backward pass raised: its numbers are partial, so it is neither
+        recorded nor counted (the next step takes its number), and later steps close normally."""
+        step.closed = True
+        self.current = None
+        if self.on_drop is not None:
+            self.on_drop(step)
 
     def discard(self):
         """Forget the open step (the scope stops before any backward reached it)."""
