@@ -254,6 +254,7 @@ def _compiled_in_place(module):
     return module
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, on importing dynamo
 @pytest.mark.parametrize("kind,how", list(itertools.product(KINDS, COMPILED)))
 def test_compiled_model_is_refused_at_watch_with_a_clear_message(kind, how):
     model = COMPILED[how](kind)
