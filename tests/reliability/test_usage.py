@@ -3,7 +3,10 @@ over cell kinds and the knobs of that usage. Every recorded step is held to the 
 autograd reference (tests/reference.py) at the weights of that moment, or, where the reference
 has no form for the model, to a plain single watch already held to it elsewhere."""
 
+import copy
+import io
 import itertools
+import pickle
 import threading
 
 import pytest
@@ -398,3 +401,47 @@ def test_eval_steps_are_recorded_without_dropout(kind, modes):
     assert len(scope.timesteps()) == scope.steps_seen * 2 * STEPS * (2 if kind == "LSTM" else 1)
     for step, want in expected.items():
         assert_step(scope, step, want, RTOL[torch.float64])
+
+
+# ---- copies of a watched model ------------------------------------------------------------------
+
+def _torch_save_load(module):
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+COPIES = {"copy.deepcopy": copy.deepcopy, "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+          "torch.save and torch.load": _torch_save_load}
+
+
+@pytest.mark.parametrize("kind,how,when", list(itertools.product(
+    KINDS, COPIES, ("before any forward", "between forward and backward"))))
+def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, when):
+    """An EMA model, a best-model snapshot or a whole-model checkpoint taken inside the block:
+    the copy computes with its own weights, records nothing, and is as unwatched after the block."""
+    module = make_module(kind)
+    batch = Batch(module, kind, seed=8)
+    with gradscope.watch(module) as scope:
+        if when == "before any forward":
+            twin = COPIES[how](module)
+            result = batch.forward(module)
+        else:
+            result = batch.forward(module)
+            twin = COPIES[how](module)
+        batch.loss(result).backward()
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(0.5)  # the copy's weights are its own
+        plain = make_module(kind)
+        plain.load_state_dict(twin.state_dict())
+        torch.testing.assert_close(batch.forward(twin)[0], plain(batch.x)[0], rtol=0, atol=0)
+        batch.loss(batch.forward(twin)).backward()  # not a step of the scope: the copy is not watched
+    assert scope.steps_seen == 1
+    assert_step(scope, 0, batch.expected(module), RTOL[torch.float64])
+    torch.testing.assert_close(batch.forward(twin)[0], plain(batch.x)[0], rtol=0, atol=0)
+    with gradscope.watch(twin) as again:
+        batch.loss(batch.forward(twin)).backward()
+    assert again.steps() == [0]
+    assert_step(again, 0, batch.expected(twin), RTOL[torch.float64])
