@@ -445,3 +445,39 @@ def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, whe
         batch.loss(batch.forward(twin)).backward()
     assert again.steps() == [0]
     assert_step(again, 0, batch.expected(twin), RTOL[torch.float64])
+
+
+# ---- activation checkpointing around the watched module ------------------------------------------
+
+@pytest.mark.parametrize("kind,reentrant,every", list(itertools.product(KINDS, (False, True), (1, 2))))
+def test_activation_checkpointing_around_the_watched_module(kind, reentrant, every):
+    """torch.utils.checkpoint runs the module again inside backward (stopping early, by an
+    exception, without use_reentrant): the user's backward works and the steps are measured."""
+    from torch.utils.checkpoint import checkpoint
+
+    module = make_module(kind)
+
+    def flat(x):  # the reentrant variant passes gradients only to tensors at the top level
+        out, final = module(x)
+        return (out,) + (tuple(final) if kind == "LSTM" else (final,))
+
+    expected, plain_grads = [], []
+    with gradscope.watch(module, every=every) as scope:
+        for step in range(2):
+            batch = Batch(module, kind, seed=50 + step)
+            expected.append(batch.expected(module))
+            x = batch.x.clone().requires_grad_(reentrant)  # reentrant: some input must require grad
+            parts = checkpoint(flat, x, use_reentrant=reentrant)
+            module.zero_grad()
+            batch.loss((parts[0], parts[1:] if kind == "LSTM" else parts[1])).backward()
+            plain_grads.append([p.grad.clone() for p in module.parameters()])
+    assert scope.steps_seen == 2
+    assert scope.steps() == list(range(0, 2, every))
+    for step in scope.steps():
+        assert_step(scope, step, expected[step], RTOL[torch.float64])
+    for step, grads in enumerate(plain_grads):  # the parameter gradients are those of no watch
+        batch = Batch(module, kind, seed=50 + step)
+        module.zero_grad()
+        batch.loss(batch.forward(module)).backward()
+        for got, want in zip(grads, (p.grad for p in module.parameters())):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
