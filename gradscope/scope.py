@@ -285,6 +285,8 @@ class Scope:
                 return original(*args, **kwargs)
             except Exception as err:
                 ctx.abandon()
+                if _is_control_flow(err):
+                    raise
                 out = original(*args, **kwargs)  # bad input raises the module's own error here
                 scope._warn(("fallback", part.name), (
                     f"gradscope: could not step {part.name or '<root>'} ({type(part.module).__name__}) exactly "
@@ -400,6 +402,12 @@ class Scope:
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _is_control_flow(err):
+    """An exception torch raises on purpose through the forward, not a failure to step: the
+    non-reentrant torch.utils.checkpoint stops its recomputation inside backward this way."""
+    return type(err).__name__ == "_StopRecomputationError" and type(err).__module__ == "torch.utils.checkpoint"
 
 
 def _tensors_in(value):
