@@ -33,7 +33,7 @@ def __getattr__(name):
         value = getattr(import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in ("testing", "integrations"):
+    if name in ("testing", "integrations", "schedules"):
         return import_module(f"gradscope.{name}")
     raise AttributeError(f"module 'gradscope' has no attribute {name!r}")
 

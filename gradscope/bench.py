@@ -1,72 +1,185 @@
-"""Overhead of watching, as ratios against the unwatched model measured in the same run.
+"""Overhead of watching, as ratios against the unwatched training step measured in the same run.
 
-Machines are shared and noisy, so only ratios are printed (median of interleaved repeats),
-never absolute speed claims; nothing here is asserted in tests.
+Machines are shared and noisy, so only ratios are printed, never absolute speed claims, and
+nothing here is asserted in tests. Per round every case runs one training step (forward, loss,
+backward, ``optimizer.step()``), in an order that rotates from round to round; a case's ratio in a
+round is its time over the plain step's time in the same round, and the printed ratio is the
+median over rounds. Rounds continue past the minimum until the median of every ratio is known to
+within the tolerance (a distribution-free 95% interval of the median), or the time budget is spent.
 """
 
+import math
 import statistics
 import time
 
 import torch
-import torch.nn as nn
 
+from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, peak_bytes
 from gradscope.scope import watch
 
-CELLS = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}
+SIZES = {  # (batch, hidden, seq_len)
+    "default": [(32, 256, 200), (64, 128, 100), (16, 64, 1000)],
+    "small": [(4, 8, 12)],
+}
+EVERY = 16
+TIMED = ("exact", "fast", "off", "loop")  # plus "plain", the reference of every ratio
+NOT_AVAILABLE = "n/a (mode not available)"
 
 
-def _time(fn, repeats):
-    fn()  # warm up
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+def parse_sizes(text):
+    """``default``, ``small`` or ``BxHxT[,BxHxT...]`` -> list of (batch, hidden, seq_len).
+    Raises ValueError with what to write instead."""
+    if text in SIZES:
+        return list(SIZES[text])
+    sizes = []
+    for part in text.split(","):
+        pieces = part.strip().lower().split("x")
+        try:
+            values = tuple(int(p) for p in pieces)
+        except ValueError:
+            values = ()
+        if len(values) != 3 or min(values) < 1:
+            raise ValueError(f"--sizes: {part.strip()!r} is not BxHxT with whole numbers >= 1 "
+                             f"(e.g. 32x256x200), nor one of {', '.join(SIZES)}")
+        sizes.append(values)
+    return sizes
 
 
-def measure(cell="LSTM", hidden=128, steps=100, batch=32, layers=1, repeats=5, device="cpu", seed=0):
-    """Seconds per training step: unwatched (median), watched every step (median), and watched
-    every 10th step amortised (the mean over runs of 10 steps, one of them recorded)."""
-    torch.manual_seed(seed)
-    model = CELLS[cell](16, hidden, num_layers=layers).to(device)
-    x = torch.randn(steps, batch, 16, device=device)
-
-    def one_step():
-        model.zero_grad(set_to_none=True)
-        out, _ = model(x)
-        out.pow(2).mean().backward()
-        if device != "cpu":
-            torch.cuda.synchronize()
-
-    plain, every1, every10 = [], [], []
-    for _ in range(repeats):  # interleave so drift hits all three alike
-        plain += _time(one_step, 1)
-        with watch(model, every=1):
-            every1 += _time(one_step, 1)
-        with watch(model, every=10):
-            one_step()  # step 0 (recorded) as warm-up; the 10 timed steps hold step 10, recorded
-            start = time.perf_counter()
-            for _ in range(10):
-                one_step()
-            every10.append((time.perf_counter() - start) / 10)
-    base = statistics.median(plain)
-    return {
-        "cell": cell, "hidden": hidden, "steps": steps, "batch": batch, "layers": layers, "device": device,
-        "plain_s": base,
-        "every1_ratio": statistics.median(every1) / base,
-        "every10_ratio": statistics.median(every10) / base,
-    }
+def median_interval(values, z=1.96):
+    """(median, relative half-width of its ~95% interval), from order statistics (no normality
+    assumed); the half-width is inf while there are too few values to bound it."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = statistics.median(ordered)
+    spread = z * math.sqrt(n) / 2
+    low, high = math.floor(n / 2 - spread), math.ceil(n / 2 + spread) - 1
+    if low < 0 or high > n - 1 or mid <= 0:
+        return mid, math.inf
+    return mid, (ordered[high] - ordered[low]) / (2 * mid)
 
 
-def run(cells=("RNN", "GRU", "LSTM"), printer=print, **kwargs):
-    printer(f"{'cell':5} {'H':>5} {'T':>5} {'B':>4} {'plain ms':>9} {'every=1':>9} {'every=10':>9}")
+class _Cases:
+    """The copies of one model, each with its scope, that one configuration times."""
+
+    def __init__(self, model, x):
+        self.steps = {"plain": TrainingStep(model, x), "loop": TrainingStep(model, x, hand_written=True)}
+        self.scopes = []
+        self.fast_error = None
+        for name, kwargs in (("exact", {}), ("fast", {"mode": "fast"}), ("off", {"every": EVERY})):
+            step = TrainingStep(model, x)
+            try:
+                scope = watch(step.model, **kwargs)
+                scope.start()
+            except (TypeError, ValueError, NotImplementedError) as error:  # no such mode here
+                if name != "fast":
+                    raise
+                self.fast_error = f"{type(error).__name__}: {error}"
+                continue
+            self.steps[name] = step
+            self.scopes.append(scope)
+        self.off_scope = self.scopes[-1]
+
+    def close(self):
+        for scope in self.scopes:
+            scope.stop()
+
+
+def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_repeat=30,
+            tolerance=0.03, budget_s=60.0, seed=0):
+    """Ratios for one cell and size. Returns a dict: the plain step's seconds (median), per case
+    the median ratio and its relative 95% half-width, the number of rounds, peak-memory ratios."""
+    model = make_model(cell, hidden, layers, device, seed)
+    x = torch.randn(seq_len, batch, hidden, device=device)
+    cases = _Cases(model, x)
+    timer = Timer(device)
+    try:
+        for step in cases.steps.values():  # warm up; the off-schedule copy's step 0 is recorded
+            step.step()
+        names = list(cases.steps)
+        times = {name: [] for name in names}
+        ratios = {name: [] for name in names if name != "plain"}
+        ratios["every16"] = []
+        started = time.perf_counter()
+        rounds = 0
+        while True:
+            order = names[rounds % len(names):] + names[:rounds % len(names)]
+            seconds = {}
+            for name in order:
+                if name == "off" and cases.off_scope.steps_seen % EVERY == 0:
+                    cases.steps["off"].step()  # a recorded step of every=16: keep "off" off-schedule
+                seconds[name] = timer(cases.steps[name].step)
+            rounds += 1
+            for name, value in seconds.items():
+                times[name].append(value)
+                if name != "plain":
+                    ratios[name].append(value / seconds["plain"])
+            if "exact" in seconds and "off" in seconds:  # one recorded step in 16, the rest off-schedule
+                ratios["every16"].append((seconds["exact"] + (EVERY - 1) * seconds["off"]) / EVERY / seconds["plain"])
+            widths = [median_interval(r)[1] for r in ratios.values()]
+            if rounds >= repeat and (max(widths) <= tolerance or rounds >= max_repeat
+                                     or time.perf_counter() - started > budget_s):
+                break
+        memory = {name: peak_bytes(cases.steps[name].step, device) for name in names if name != "off"}
+    finally:
+        cases.close()
+    row = {"cell": cell, "batch": batch, "hidden": hidden, "seq_len": seq_len, "layers": layers,
+           "device": device, "rounds": rounds, "plain_s": statistics.median(times["plain"]),
+           "fast_available": cases.fast_error is None, "fast_error": cases.fast_error}
+    for name, values in ratios.items():
+        row[name], row[f"{name}_halfwidth"] = median_interval(values)
+    for name in ("exact", "fast", "loop"):
+        row[f"{name}_memory"] = memory[name] / memory["plain"] if name in memory and memory["plain"] else None
+    return row
+
+
+COLUMNS = (("exact", "exact"), ("fast", "fast"), ("every16", f"every={EVERY}"), ("off", "off-sched"),
+           ("loop", "hand loop"))
+
+
+def _ratio(row, name):
+    if name not in row:
+        return "n/a"
+    width = row[f"{name}_halfwidth"]
+    return f"{row[name]:.2f}x" + (f" ±{width:.0%}" if math.isfinite(width) else " ±?")
+
+
+def _memory(value):
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _print_now(line):
+    print(line, flush=True)  # a row as soon as it is measured, also when stdout is a file
+
+
+def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=60.0, **kwargs):
+    """Measure every cell at every size and print one table. ``budget_s`` is shared by all
+    configurations (each stops adding rounds past the minimum once its share is spent)."""
+    sizes = SIZES["default"] if sizes is None else sizes
+    device = kwargs.get("device", "cpu")
+    where = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else \
+        f"cpu, {torch.get_num_threads()} torch threads"
+    printer(f"gradscope bench ({where}, torch {torch.__version__}): time of one training step "
+            "(forward, backward, optimizer step) / the plain step in the same round; median over rounds, "
+            "± the relative half-width of its 95% interval")
+    header = f"{'cell':5} {'B':>4} {'H':>5} {'T':>5} {'plain ms':>9} " + \
+        " ".join(f"{title:>12}" for _, title in COLUMNS) + f" {'mem exact':>9} {'mem fast':>9} {'mem loop':>9} {'rounds':>6}"
+    printer(header)
     rows = []
+    share = budget_s / max(1, len(cells) * len(sizes))
     for cell in cells:
-        row = measure(cell, **kwargs)
-        rows.append(row)
-        printer(f"{cell:5} {row['hidden']:5d} {row['steps']:5d} {row['batch']:4d} {row['plain_s'] * 1e3:9.1f} "
-                f"{row['every1_ratio']:8.2f}x {row['every10_ratio']:8.2f}x")
-    printer("ratios: time of a watched training step / the same step unwatched, same run "
-            "(every=1: median step; every=10: mean over 10 steps, one recorded)")
+        for batch, hidden, seq_len in sizes:
+            row = measure(cell, batch, hidden, seq_len, budget_s=share, **kwargs)
+            rows.append(row)
+            printer(f"{cell:5} {batch:4d} {hidden:5d} {seq_len:5d} {row['plain_s'] * 1e3:9.1f} "
+                    + " ".join(f"{_ratio(row, name):>12}" for name, _ in COLUMNS)
+                    + f" {_memory(row['exact_memory']):>9} {_memory(row['fast_memory']):>9}"
+                    f" {_memory(row['loop_memory']):>9} {row['rounds']:6d}")
+    if rows and not rows[0]["fast_available"]:
+        printer(f"fast: {NOT_AVAILABLE} ({rows[0]['fast_error']})")
+    printer(f"every={EVERY}: amortised, (one recorded step + {EVERY - 1} off-schedule steps) / {EVERY} per round; "
+            "off-sched: a step that every=16 does not record; hand loop: the stock cell op per time step "
+            "with retain_grad() on every state")
+    memory_how = "torch.cuda.max_memory_allocated" if torch.device(device).type == "cuda" else \
+        "torch profiler memory records (tensors only)"
+    printer(f"mem: peak memory of one training step / the plain step's ({memory_how})")
     return rows

@@ -9,6 +9,8 @@ ATen's cells (aten/src/ATen/native/RNN.cpp) so outputs match PyTorch to float ro
 import torch
 import torch.nn.functional as F
 
+from gradscope.cell_nodes import GRUGates, LSTMGates
+
 # gate layout of weight_hh rows, as PyTorch stacks them
 GATES = {
     "RNN_TANH": ("hh",),
@@ -66,6 +68,21 @@ def lstm_step(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None):
     new_c = f * c + i * g
     c_out = new_c if c_probe is None else new_c + c_probe
     new_h = o * torch.tanh(c_out)
+    if w_hr is not None:
+        new_h = F.linear(new_h, w_hr)
+    return new_h, new_c, (i, f, g, o)
+
+
+def gru_step_node(xw, h, w_hh, b_hh):
+    """``gru_step`` with its elementwise part as one autograd node (the capture route's loop):
+    the same outputs bitwise, far less per-step bookkeeping."""
+    new_h, r, z, n = GRUGates.apply(xw, F.linear(h, w_hh, b_hh), h)
+    return new_h, (r, z, n)
+
+
+def lstm_step_node(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None):
+    """``lstm_step`` with its elementwise part as one autograd node (see ``gru_step_node``)."""
+    new_h, new_c, i, f, g, o = LSTMGates.apply(F.linear(h, w_hh, b_hh) + xw, c, c_probe)
     if w_hr is not None:
         new_h = F.linear(new_h, w_hr)
     return new_h, new_c, (i, f, g, o)

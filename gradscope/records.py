@@ -26,12 +26,20 @@ GATE_COLUMNS = [
     "mean", "low", "high",
 ]
 
+# Forward-side NaN/Inf (exact route of nn.RNN/GRU/LSTM only), one row per call, place, layer
+# and t where some sequence held one: place "input" (what enters layer 0) or "output" (the
+# layer's h_t); nonfinite: how many sequences; sequences: the first few batch indices, "0,3".
+FORWARD_NONFINITE_COLUMNS = [
+    "step", "module", "call", "layer", "place", "t", "nonfinite", "sequences",
+]
+
 TABLES = {
     "timesteps": TIMESTEP_COLUMNS,
     "spectra": SPECTRA_COLUMNS,
     "jacobians": JACOBIAN_COLUMNS,
     "lyapunov": LYAPUNOV_COLUMNS,
     "gates": GATE_COLUMNS,
+    "forward_nonfinite": FORWARD_NONFINITE_COLUMNS,
 }
 
 
@@ -47,7 +55,7 @@ def frame(table, rows=None):
 
 def dtype_of(column):
     """The pandas dtype of a column in every table."""
-    if column in ("module", "cell", "direction", "state", "gate", "activation"):
+    if column in ("module", "cell", "direction", "state", "gate", "activation", "place", "sequences"):
         return object
     if column in ("step", "call", "layer", "t", "batch", "nonfinite", "rows", "cols", "index", "count"):
         return "int64"

@@ -5,6 +5,7 @@ step runs (and back on exit, by exception too), counts steps, and turns each clo
 table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
+import threading
 import warnings
 import weakref
 
@@ -14,7 +15,9 @@ import torch.nn as nn
 
 from gradscope.capture.custom import exact_custom_forward
 from gradscope.capture.discover import find_parts
+from gradscope.capture.fast import fast_module_forward, part_routes
 from gradscope.capture.finish import timestep_and_gate_tables
+from gradscope.capture.forward_nonfinite import forward_nonfinite_table
 from gradscope.capture.links import LinkTable
 from gradscope.capture.patch import ForwardPatch, watched_by
 from gradscope.capture.steps import StepClock
@@ -22,8 +25,12 @@ from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
 from gradscope.capture.unroll import NotSteppable, exact_module_forward
 from gradscope.capture.unwatchable import refuse_compiled, scripted_hint
+from gradscope.capture.weight_reads import WeightRead
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
+from gradscope.integrations.distributed import step_reducer
 from gradscope.records import SCHEMA_VERSION, TABLES, frame
+from gradscope.schedules import check_every
+from gradscope.spectra.background import BackgroundSpectra
 
 MODES = ("exact", "fast")
 
@@ -32,10 +39,37 @@ class AlreadyWatchedError(RuntimeError):
     """The model (or one of its recurrent parts) is already being watched by another Scope."""
 
 
-def watch(model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False, run_dir=None, name=None):
-    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop())."""
+SPECTRA = ("auto", "background", "inline")
+
+
+def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
+          optimizer=None, spectra="auto", spectra_every=1, overwrite=False, append=False):
+    """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
+
+    Args:
+        every: record every N-th step, or a schedule ``step -> bool`` (``gradscope.schedules``).
+        optimizer: a ``torch.optim.Optimizer``: a step is then everything between two
+            ``optimizer.step()`` calls (LBFGS closures, gradient accumulation), and only its
+            first forward-and-backward is measured.
+        spectra: ``"background"``: the weight spectra of a recorded step are computed from a
+            copy of its weights on a background thread; ``"inline"``: at step close;
+            ``"auto"`` (default): background where the weights live on a GPU, else inline.
+        spectra_every: which recorded steps also get weight spectra: every N-th step number
+            (1: every recorded step) or a schedule ``step -> bool``.
+        mode: ``"fast"`` (default): the stock modules' fused kernels run untouched and the
+            per-step gradients come from a reverse recursion after backward; ``"exact"``: stepped
+            one time step at a time (docs/capture.md).
+        overwrite: replace a run already in ``run_dir`` (docs/run-folder.md).
+        append: go on with a run already in ``run_dir``. Without either, a ``run_dir`` that
+            holds a run is refused.
+        The other arguments: see docs/api.md.
+
+    Returns:
+        The Scope (not started; ``with`` starts it).
+    """
     return Scope(model, every=every, mode=mode, cells=cells, weights=weights, jacobians=jacobians,
-                 run_dir=run_dir, name=name)
+                 run_dir=run_dir, name=name, optimizer=optimizer, spectra=spectra, spectra_every=spectra_every,
+                 overwrite=overwrite, append=append)
 
 
 class _Capture:
@@ -107,19 +141,21 @@ class _Capture:
 class Scope:
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
-    def __init__(self, model, *, every=1, mode="exact", cells=(), weights=None, jacobians=False,
-                 run_dir=None, name=None):
+    def __init__(self, model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False,
+                 run_dir=None, name=None, optimizer=None, spectra="auto", spectra_every=1, overwrite=False,
+                 append=False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"gradscope.watch(every={every!r}): every must be a whole number >= 1 "
-                             "(1 records every step, 10 records steps 0, 10, 20, ...)")
+        schedule = check_every(every)
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"gradscope.watch(optimizer=...): expected a torch.optim.Optimizer (the one whose "
+                            f"step() ends a training step), got {type(optimizer).__name__}")
+        if spectra not in SPECTRA:
+            raise ValueError(f"gradscope.watch(spectra={spectra!r}): spectra must be 'auto', 'background' "
+                             "(computed off the training thread) or 'inline' (at step close)")
+        self._spectra_schedule = check_every(spectra_every, "spectra_every")
         if mode not in MODES:
             raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
-        if mode == "fast":
-            raise NotImplementedError(
-                "gradscope.watch(mode='fast') is not available in this version; use mode='exact' "
-                "(the default) and every=N to record only every N-th step")
         if isinstance(cells, (nn.Module, str)):
             cells = (cells,)
         self.model = model
@@ -127,9 +163,16 @@ class Scope:
         self.mode = mode
         self.name = name if name is not None else type(model).__name__
         self._weights = self._check_weights(weights)
+        self._optimizer = optimizer
+        self._optimizer_hook = None
+        self._spectra_mode = spectra
+        self._spectra_every = spectra_every
         self._jacobians = bool(jacobians)
-        self._run_dir = run_dir
         refuse_compiled(model)
+        self._if_exists = _if_exists(run_dir, overwrite, append)
+        # under torch.distributed: every rank reduces each recorded step, rank 0 alone writes
+        self._reducer = step_reducer(model)
+        self._run_dir = run_dir if self._reducer is None or self._reducer.writes else None
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
@@ -141,7 +184,11 @@ class Scope:
         self._patches = []
         self._links = LinkTable()
         self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
-        self._clock = StepClock(every, self._on_close, on_drop=lambda step: self._links.clear())
+        self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None,
+                                on_drop=lambda step: self._links.clear())
+        self._background = None  # BackgroundSpectra while started, where the spectra run in the background
+        self._lock = threading.RLock()  # the tables, against the background thread
+        self._write_lock = threading.Lock()  # the run folder, against the background thread
         self._active = False
         self._tables = {table: [] for table in TABLES}
         self._values = []
@@ -151,6 +198,9 @@ class Scope:
         self._wrote_run = False
         self._warned = set()
         self.meta = self._make_meta()
+        if self._reducer is not None:
+            self.meta["distributed"] = self._reducer.describe()
+        self.meta["routes"] = part_routes(self._parts, mode)  # fast: stock modules only; says so once
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self):
@@ -167,10 +217,22 @@ class Scope:
                 from gradscope.store import RunWriter
 
                 # a Scope started again continues the run folder it wrote before
-                self._writer = RunWriter(self._run_dir, self.meta, append=self._wrote_run)
+                if_exists = "append" if self._wrote_run else self._if_exists
+                self._writer = RunWriter(self._run_dir, self.meta, overwrite=if_exists == "overwrite",
+                                         append=if_exists == "append")
+                if self._writer.last_step is not None:  # appended: step numbers go on after the run's
+                    self._clock.count = max(self._clock.count, self._writer.last_step + 1)
                 self._wrote_run = True
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
+            for value in self._weights.values():
+                if isinstance(value, WeightRead):
+                    value.start()
+            if self._optimizer is not None:
+                self._optimizer_hook = self._optimizer.register_step_post_hook(
+                    lambda optimizer, args, kwargs: self._clock.optimizer_stepped())
+            if self._spectra_in_background():
+                self._background = BackgroundSpectra(self._deliver_spectra)
         except BaseException:
             self._unpatch()
             raise
@@ -178,20 +240,34 @@ class Scope:
         return self
 
     def stop(self):
-        """Put every watched module back exactly as it was; keep what was recorded."""
+        """Put every watched module back exactly as it was; keep what was recorded (this waits
+        for the spectra still being computed in the background)."""
         self._active = False
         self._unpatch()
         self._links.clear()
         self._clock.discard()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        background, self._background = self._background, None
+        try:
+            if background is not None:
+                background.close()  # every pending step's spectra, into the tables and the run folder
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        if background is not None:
+            self._report_errors(background.take_errors())
         return self
 
     def _unpatch(self):
         for patch in reversed(self._patches):
             patch.remove()
         self._patches = []
+        for value in self._weights.values():
+            if isinstance(value, WeightRead):
+                value.stop()
+        if self._optimizer_hook is not None:
+            self._optimizer_hook.remove()
+            self._optimizer_hook = None
 
     def __enter__(self):
         return self.start()
@@ -218,6 +294,8 @@ class Scope:
         return self._table("timesteps")
 
     def spectra(self):
+        """Every recorded step's weight spectra (waits for those still computed in the background)."""
+        self._settle_spectra()
         return self._table("spectra")
 
     def jacobians(self):
@@ -229,10 +307,15 @@ class Scope:
     def gates(self):
         return self._table("gates")
 
+    def forward_nonfinite(self):
+        """Where the forward pass held NaN/Inf: one row per call, place, layer and t."""
+        return self._table("forward_nonfinite")
+
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """Full singular values and complex eigenvalues of one weight block at a recorded step."""
         from gradscope.capture.measure import latest_spectrum, pick_spectrum
 
+        self._settle_spectra()
         try:
             return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
         except KeyError:
@@ -247,16 +330,56 @@ class Scope:
         """The recorded step numbers, as ``Run.steps()`` gives them."""
         return sorted(int(s) for s in self.timesteps()["step"].unique())
 
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}`` for any logger
+        (gradscope.metrics; keys and the verdict codes in docs/integrations.md)."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     @property
     def steps_seen(self):
         """How many steps have closed, recorded or not."""
         return self._clock.count
 
     def _table(self, table):
-        if table not in self._cache:
-            parts = [f for f in self._tables[table] if len(f)]
-            self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
-        return self._cache[table].copy()
+        self._report_background_errors()
+        with self._lock:
+            if table not in self._cache:
+                parts = [f for f in self._tables[table] if len(f)]
+                self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
+            return self._cache[table].copy()
+
+    def _spectra_in_background(self):
+        """``spectra="auto"``: in the background where the weights live on a GPU (their products
+        run there); on a CPU a background thread competes with training for the same cores and
+        measured slower per step, with one torch thread for training or two
+        (benchmarks/spectra_background.py, docs/spectra.md), so the spectra are computed at
+        step close there."""
+        if self._spectra_mode != "auto":
+            return self._spectra_mode == "background"
+        tensors = [p for part in self._parts for p in part.module.parameters()]
+        tensors += [w for w in self._weights.values() if isinstance(w, torch.Tensor)]
+        return any(t.device.type != "cpu" for t in tensors)
+
+    def _settle_spectra(self):
+        """Wait for the spectra still computed in the background: a table read holds every
+        recorded step's."""
+        if self._background is not None:
+            self._background.wait()
+
+    def _report_background_errors(self):
+        if self._background is not None:
+            self._report_errors(self._background.take_errors())
+
+    @staticmethod
+    def _report_errors(errors):
+        if errors:
+            steps = ", ".join(str(number) for number, _ in errors)
+            number, err = errors[-1]
+            warnings.warn(f"gradscope: the spectra of step(s) {steps} could not be measured or written in the "
+                          f"background (step {number}: {type(err).__name__}: {err}); the gradients of those steps "
+                          "are recorded", GradscopeWarning, stacklevel=3)
 
     # ---- internals ----------------------------------------------------------------------------
     def _capturing(self):
@@ -276,7 +399,8 @@ class Scope:
             ctx = _Capture(scope, step)
             try:
                 if part.kind == "module":
-                    return exact_module_forward(ctx, part.name, part.module, *args, **kwargs)
+                    route = fast_module_forward if scope.mode == "fast" else exact_module_forward
+                    return route(ctx, part.name, part.module, *args, **kwargs)
                 if part.kind == "cell":
                     return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
                 return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)
@@ -323,6 +447,7 @@ class Scope:
     def _on_close(self, step):
         self._links.clear()
         if not step.recorded:
+            self._forget_weight_reads()
             return
         tables, values = {}, []
         if any(record.restricted for record in step.received):
@@ -336,25 +461,91 @@ class Scope:
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
+            if self._reducer is not None:
+                self._reducer(step.number, {})  # join the step's collective all the same: no rank waits
             return
         try:
-            from gradscope.capture.measure import weight_and_jacobian_tables
+            tables["forward_nonfinite"] = forward_nonfinite_table(step)
+        except Exception as err:  # the gradients are still worth keeping
+            self._warn(("forward", type(err).__name__), f"gradscope: step {step.number}'s forward NaN/Inf "
+                                                         f"check failed ({type(err).__name__}: {err})")
+        from gradscope.capture.measure import jacobian_tables, spectra_job
 
-            extra, values = weight_and_jacobian_tables(step, self)
-            tables.update(extra)
+        job = None
+        try:
+            if self._spectra_schedule(step.number):
+                # the copy of the weights is taken now, before the optimizer changes them
+                job = spectra_job(step, self, parallel=self._background is None)
+            else:
+                self._forget_weight_reads()
+            if job is not None and self._background is None:
+                tables["spectra"], values, latest = job()
+                self._latest_weights = latest or self._latest_weights
+                job = None
+            if self._jacobians:  # opt-in, and computed now: it needs the step's states
+                tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
         except Exception as err:  # the gradients are still worth keeping
             self._warn(("spectra", type(err).__name__), f"gradscope: step {step.number}'s spectra/Jacobians could "
                                                          f"not be measured ({type(err).__name__}: {err})")
-        for table, df in tables.items():
-            self._tables[table].append(df)
-        self._values.extend(values)
-        self._cache.clear()
+        with self._lock:
+            for table, df in tables.items():
+                self._tables[table].append(df)
+            self._values.extend(values)
+            self._cache.clear()
+        if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
+            tables = self._reducer(step.number, tables)
         if self._writer is not None:
             try:
-                self._writer.write_step(step.number, tables, values)
+                with self._write_lock:
+                    self._writer.write_step(step.number, tables, values)
             except Exception as err:
                 self._warn(("write", type(err).__name__), f"gradscope: step {step.number} could not be written to "
                                                            f"{self._run_dir} ({type(err).__name__}: {err})")
+        if job is not None:
+            self._background.submit(step.number, job)
+
+    def _forget_weight_reads(self):
+        """A step whose weights are not measured: its reads are not the next step's."""
+        for value in self._weights.values():
+            if isinstance(value, WeightRead):
+                value.forget()
+
+    def _deliver_spectra(self, number, result):
+        """On the background thread, in step order: a step's spectra join the tables, then the
+        run folder (as rows added to the step written at its close)."""
+        spectra, values, latest = result
+        with self._lock:
+            self._tables["spectra"].append(spectra)
+            self._values.extend(values)
+            if latest:
+                self._latest_weights = latest
+            self._cache.clear()
+        writer = self._writer
+        if writer is not None:
+            with self._write_lock:
+                writer.add_to_step(number, {"spectra": spectra}, values)
+
+    def _labelled_weights(self, step):
+        """``{label: matrix}`` of the ``weights=`` entries for a recorded step, at its close: a
+        tensor as it is now (before the optimizer steps), a ``(module, name)`` pair as the
+        forward read it, a callable called now, once (it must be free of side effects)."""
+        out = {}
+        for label, value in self._weights.items():
+            if isinstance(value, WeightRead):
+                matrix = value.taken()
+                if matrix is None:
+                    self._warn(("unread", label), (
+                        f"gradscope: watch(weights={{{label!r}: (module, {value.name!r})}}): "
+                        f"{type(value.module).__name__}.{value.name} was not read with grad enabled during step "
+                        f"{step.number}, so its spectra are not recorded for that step"))
+                    continue
+            elif isinstance(value, torch.Tensor):
+                matrix = value
+            else:
+                with torch.no_grad():
+                    matrix = value()
+            out[label] = torch.as_tensor(matrix).detach()
+        return out
 
     def _warn(self, key, message):
         if key in self._warned:
@@ -367,15 +558,21 @@ class Scope:
         if weights is None:
             return {}
         if not isinstance(weights, dict):
-            raise TypeError("gradscope.watch(weights=...): expected a dict {label: tensor, Parameter or "
-                            f"zero-argument callable}}, got {type(weights).__name__}")
+            raise TypeError("gradscope.watch(weights=...): expected a dict {label: tensor, Parameter, "
+                            f"(module, 'attribute') or zero-argument callable}}, got {type(weights).__name__}")
+        checked = {}
         for label, value in weights.items():
             if not isinstance(label, str):
                 raise TypeError(f"gradscope.watch(weights=...): labels must be str, got {label!r}")
-            if not (isinstance(value, torch.Tensor) or callable(value)):
-                raise TypeError(f"gradscope.watch(weights={{{label!r}: ...}}): expected a tensor, Parameter or "
-                                f"zero-argument callable, got {type(value).__name__}")
-        return dict(weights)
+            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], nn.Module) \
+                    and isinstance(value[1], str):
+                value = WeightRead(label, value[0], value[1])
+            elif not (isinstance(value, torch.Tensor) or callable(value)):
+                raise TypeError(f"gradscope.watch(weights={{{label!r}: ...}}): expected a tensor, Parameter, "
+                                "(module, 'attribute') pair (for a property: the value the forward read is kept) "
+                                f"or zero-argument callable, got {type(value).__name__}")
+            checked[label] = value
+        return checked
 
     def _make_meta(self):
         modules = {}
@@ -396,8 +593,9 @@ class Scope:
             else:
                 modules[part.name] = {"cell": type(m).__name__, "kind": "custom", "layers": 1,
                                       "directions": ["forward"], "hidden_size": None, "proj_size": 0}
-        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": self.every,
-                "jacobians": self._jacobians, "modules": modules, "weights": sorted(self._weights)}
+        return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": _json_schedule(self.every),
+                "spectra_every": _json_schedule(self._spectra_every), "jacobians": self._jacobians,
+                "modules": modules, "weights": sorted(self._weights)}
 
     def __repr__(self):
         state = "watching" if self._active else "stopped"
@@ -408,6 +606,22 @@ def _is_control_flow(err):
     """An exception torch raises on purpose through the forward, not a failure to step: the
     non-reentrant torch.utils.checkpoint stops its recomputation inside backward this way."""
     return type(err).__name__ == "_StopRecomputationError" and type(err).__module__ == "torch.utils.checkpoint"
+
+
+def _if_exists(run_dir, overwrite, append):
+    """What to do with a run already in ``run_dir``: "error", "overwrite" or "append"."""
+    if overwrite and append:
+        raise ValueError("gradscope.watch: pass overwrite=True (replace the run in run_dir) or "
+                         "append=True (go on with it), not both")
+    if (overwrite or append) and run_dir is None:
+        raise ValueError("gradscope.watch: overwrite=True and append=True are about a run folder; "
+                         "pass run_dir=... too (without it nothing is written to disk)")
+    return "overwrite" if overwrite else "append" if append else "error"
+
+
+def _json_schedule(every):
+    """A whole number as itself, a schedule as its description (meta.json is JSON)."""
+    return repr(every) if callable(every) else int(every)  # watch() checked: a schedule or a whole number
 
 
 def _tensors_in(value):

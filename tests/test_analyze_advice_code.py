@@ -200,7 +200,7 @@ def bound_names(model, diagnosis=None, with_grads=True):
     loss = (h * 2).sum()
     if with_grads:   # gradients for clip_grad_norm_ to clip
         forward(model, torch.randn(T, B, H), None).sum().backward()
-    return {"model": model, "torch": torch, "h": h, "loss": loss,
+    return {"model": model, "torch": torch, "h": h, "loss": loss, "x": torch.randn(T, B, H),
             "optimizer": torch.optim.SGD(model.parameters(), lr=0.0),
             "diagnosis": diagnosis}
 

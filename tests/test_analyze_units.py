@@ -408,9 +408,9 @@ def test_summary_has_the_contract_columns():
     assert len(summary) == 1
 
 
-def test_nothing_recorded_is_a_warning_not_a_crash():
+def test_nothing_recorded_is_an_error_not_a_crash():
     d = analyze(FakeSource(None))
-    assert d.ok and d.summary().empty and only(d, "no_data").severity == "warning"
+    assert not d.ok and d.summary().empty and only(d, "no_steps").severity == "error"
     json.dumps(d.to_dict(), allow_nan=False)
 
 

@@ -1,4 +1,5 @@
-"""nn.RNN / nn.GRU / nn.LSTM in every configuration: total, carried and direct gradient norms
+"""nn.RNN / nn.GRU / nn.LSTM in every configuration, exact route (the oracle of the fast route,
+tests/test_capture_fast.py): total, carried and direct gradient norms
 per state and time step equal a brute-force autograd reference; outputs and parameter
 gradients equal the unwatched module's."""
 
@@ -139,7 +140,7 @@ def test_norms_match_autograd_reference(kind, extra):
     module, dtype = build(kind, extra)
     inputs = Inputs(module, kind, extra, dtype, torch.Generator().manual_seed(1))
     seed = 1234
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode="exact") as scope:
         torch.manual_seed(seed)
         inputs.loss(inputs.call(module)).backward()
     table = scope.timesteps()
@@ -164,7 +165,7 @@ def test_outputs_and_parameter_grads_unchanged(kind, extra):
         return out.detach(), [p.grad.clone() for p in module.parameters()]
 
     plain_out, plain_grads = run()
-    with gradscope.watch(module):
+    with gradscope.watch(module, mode="exact"):
         watched_out, watched_grads = run()
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(watched_out, plain_out, **tol)

@@ -88,15 +88,29 @@ def test_a_step_that_raises_exits_2_with_its_traceback(tmp_path, capsys):
         "    def step():\n"
         "        raise KeyError('batch missing')\n"
         "    return model, step\n"
-        "def no_backward():\n"
-        "    model = torch.nn.GRU(2, 3)\n"
-        "    return model, lambda: model(torch.randn(5, 1, 2))\n"
     )
     assert main(["check", "t.py:make"]) == 2
     err = capsys.readouterr().err
     assert "step raised" in err and "batch missing" in err and "Traceback" in err
-    assert main(["check", "t.py:no_backward"]) == 2
-    assert "backward" in capsys.readouterr().err
+
+
+def test_a_step_without_backward_fails_the_gate_saying_nothing_was_measured(tmp_path, capsys):
+    # issue 15 item 7: a gate that measured nothing has not passed; it fails like an unhealthy
+    # model (exit 1) and still writes its outputs, with the reason
+    (tmp_path / "t.py").write_text(
+        "import torch\n"
+        "def no_backward():\n"
+        "    model = torch.nn.GRU(2, 3)\n"
+        "    return model, lambda: model(torch.randn(5, 1, 2))\n"
+    )
+    assert main(["check", "t.py:no_backward", "--json", "d.json", "--junit", "j.xml"]) == 1
+    captured = capsys.readouterr()
+    assert "nothing was measured" in captured.err and "backward" in captured.err
+    assert captured.out.rstrip().splitlines()[-1].startswith("gradscope check: UNHEALTHY: nothing was measured")
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["ok"] is False and [f["kind"] for f in data["findings"]] == ["no_steps"]
+    failure = ET.parse(tmp_path / "j.xml").getroot().find(".//testcase/failure")
+    assert failure is not None and failure.get("type") == "no_steps"
 
 
 def test_help_lists_the_rules(capsys):

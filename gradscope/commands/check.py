@@ -90,6 +90,15 @@ def _settings(args):
     return target, args.steps or config.steps or 1, make_rules(config.rules, flags)
 
 
+def _no_recurrent_words(model):
+    """NoRecurrentModuleError speaks of watch(cells=...), which TARGET cannot pass."""
+    return (f"the model TARGET returned ({type(model).__name__}) holds no nn.RNN, nn.GRU, nn.LSTM, "
+            "nn.RNNCell, nn.GRUCell or nn.LSTMCell, which is what gradscope check watches; make the "
+            "function return the model that holds the recurrent layer (a custom cell or a "
+            "hand-written loop needs gradscope.watch(model, cells=..., weights=...) in a test instead: "
+            "docs/capture.md)")
+
+
 def _write(path, text):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +121,12 @@ def run(args):
         model, step = load_target(target)
         try:
             scope = measure(model, step, steps)
-        except (NothingRecordedError, NoRecurrentModuleError) as error:
-            reason = "nothing recorded" if isinstance(error, NothingRecordedError) else "no recurrent module"
-            raise TargetError(reason, str(error)) from error
+        except NothingRecordedError as error:
+            # the gate ran and measured nothing: a failed gate (exit 1) with every output written
+            print(f"gradscope check: nothing was measured: {error}", file=sys.stderr)
+            scope = error.scope
+        except NoRecurrentModuleError as error:
+            raise TargetError("no recurrent module", _no_recurrent_words(model)) from error
         except Exception as error:
             raise TargetError("step raised", f"step() raised {type(error).__name__}: {error}") from error
     except TargetError as error:

@@ -41,8 +41,21 @@ def parse_runs(items):
 def run(args):
     from gradscope.reporting import compare
 
+    from gradscope.commands.run_folder_arg import load_run_folder
+
     try:
-        page = compare(parse_runs(args.runs), Path(args.out), title=args.title)
+        runs = parse_runs(args.runs)
+    except ValueError as error:
+        print(f"gradscope compare: {error}", file=sys.stderr)
+        return USAGE
+    for name, path in runs.items():
+        try:
+            runs[name] = load_run_folder(Path(path))
+        except ValueError as error:
+            print(f"gradscope compare: {name}={path}: {error}", file=sys.stderr)
+            return USAGE
+    try:
+        page = compare(runs, Path(args.out), title=args.title)
     except (FileNotFoundError, ValueError) as error:  # RunFormatError is a ValueError
         print(f"gradscope compare: {error}", file=sys.stderr)
         return USAGE

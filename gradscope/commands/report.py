@@ -24,10 +24,17 @@ def add_arguments(parser):
 def run(args):
     from gradscope.reporting import report
 
+    from gradscope.commands.run_folder_arg import load_run_folder
+
     run_dir = Path(args.run_dir)
+    try:
+        run = load_run_folder(run_dir)
+    except ValueError as error:
+        print(f"gradscope report: RUN_DIR {error}", file=sys.stderr)
+        return USAGE
     out = Path(args.out) if args.out else run_dir / "report"
     try:
-        page = report(run_dir, out, title=args.title)
+        page = report(run, out, title=args.title)
     except (FileNotFoundError, ValueError) as error:  # RunFormatError is a ValueError
         print(f"gradscope report: {error}", file=sys.stderr)
         return USAGE

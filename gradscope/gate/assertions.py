@@ -1,5 +1,6 @@
 """Test helpers: fail a test when gradients vanish or explode through time (public as ``gradscope.testing``)."""
 
+from gradscope.analysis.diagnosis import count_findings
 from gradscope.gate.health_check import check
 
 
@@ -7,7 +8,7 @@ def describe_findings(diagnosis, title="gradients are not healthy"):
     """A readable list of the findings, errors first, each with its advice."""
     order = {"error": 0, "warning": 1}
     findings = sorted(diagnosis.findings, key=lambda f: order.get(f.severity, 2))
-    lines = [f"{title}: {sum(f.severity == 'error' for f in findings)} error(s), {len(findings)} finding(s)"]
+    lines = [f"{title}: {count_findings(findings)}"]
     for f in findings:
         lines.append(f"- [{f.severity}] {f.kind} at {where(f)}: {f.message}")
         if f.advice:

@@ -9,7 +9,12 @@ from collections.abc import Mapping
 
 
 class NothingRecordedError(RuntimeError):
-    """``step()`` ran but no backward pass reached a watched module: nothing to judge."""
+    """``step()`` ran but no backward pass reached a watched module: nothing to judge.
+    ``scope`` is the stopped Scope (``gradscope.analyze(error.scope)`` says so as a finding)."""
+
+    def __init__(self, message, scope=None):
+        super().__init__(message)
+        self.scope = scope
 
 
 def as_rules(rules):
@@ -44,7 +49,8 @@ def measure(model, step, steps=1):
         raise NothingRecordedError(
             f"step() ran {steps} time(s) but no backward pass went through a watched module of "
             f"{type(model).__name__}; make step() compute a loss from the model's output and call "
-            "loss.backward() with gradients enabled"
+            "loss.backward() with gradients enabled",
+            scope,
         )
     return scope
 

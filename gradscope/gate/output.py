@@ -47,7 +47,7 @@ def table_rows(diagnosis):
 def verdict_table(diagnosis):
     rows = table_rows(diagnosis)
     if not rows:
-        return "(no recurrent module measured)"
+        return "(nothing measured)"
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(TABLE_COLUMNS)]
     numeric = {"layer", "gain", "horizon", "max_grad_norm"}
 
@@ -59,15 +59,13 @@ def verdict_table(diagnosis):
     return "\n".join([line(TABLE_COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _errors(diagnosis):
-    return [f for f in diagnosis.findings if f.severity == "error"]
-
-
 def verdict_line(diagnosis):
-    errors = len(_errors(diagnosis))
-    others = len(diagnosis.findings) - errors
+    from gradscope.analysis.diagnosis import count_findings
+
     state = "HEALTHY" if diagnosis.ok else "UNHEALTHY"
-    return f"gradscope check: {state} ({errors} error(s), {others} other finding(s))"
+    if any(f.kind == "no_steps" for f in diagnosis.findings):
+        state = "UNHEALTHY: nothing was measured"
+    return f"gradscope check: {state} ({count_findings(diagnosis.findings)})"
 
 
 def text_report(diagnosis, target=None):

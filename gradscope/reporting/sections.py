@@ -42,6 +42,9 @@ def run_facts(run):
 def status_line(run):
     findings = list(getattr(run.diagnosis, "findings", []))
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+    if any(f.kind == "no_steps" for f in findings):
+        words = "Nothing was measured: no training step was recorded, so there is no verdict."
+        return f'<div class="status bad">{esc(words)}</div>'
     if getattr(run.diagnosis, "ok", True):
         words = "Healthy: no error-level gradient problem found."
         if counts["warning"]:
@@ -57,7 +60,10 @@ def advice_html(advice):
 
 
 def finding_card(finding, meta):
-    where = part_label(finding.module, finding.layer, finding.direction, meta)
+    if finding.module is None:  # about the whole run (no_steps)
+        where = "the whole run"
+    else:
+        where = part_label(finding.module, finding.layer, finding.direction, meta)
     severity = html.css_token(finding.severity)
     advice = f'<p class="advice">{advice_html(finding.advice)}</p>' if finding.advice else ""
     return (f'<div class="finding {severity}"><div class="where"><span class="badge {severity}">'
@@ -88,6 +94,8 @@ def figures(figure_files, failures, notes=()):
 def missing_notes(run):
     """Plain words for figures left out because their data was not recorded."""
     notes = []
+    if not len(run.steps):  # the figures section already says there is nothing to draw
+        return notes
     if run.spectra.empty:
         notes.append("No weight spectra were recorded, so the spectrum figures are left out.")
     if run.jacobians.empty and run.lyapunov.empty:

@@ -25,7 +25,7 @@ def open_source(source):
     """A Scope or Run as it is; a str or Path is loaded with ``gradscope.store.load``."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_dir():
+        if not path.exists():  # a file goes on to load(), which says it is not a folder
             raise FileNotFoundError(
                 f"run folder {str(path)!r} does not exist; pass the folder given to "
                 "gradscope.watch(..., run_dir=...), a loaded gradscope.load(...) run, or a Scope")

@@ -4,6 +4,7 @@
   (full route) or by self-checking Krylov methods (fast route).
 - ``krylov``: the Lanczos and Arnoldi solvers the fast route uses.
 - ``workers``: the blocks of one recorded step on CPU worker threads.
+- ``background``: whole recorded steps on one background thread (``watch(spectra="background")``).
 - ``jacobians``: per-step Jacobian norms and the Lyapunov spectrum (``jacobians=True``).
 """
 

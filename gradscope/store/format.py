@@ -10,6 +10,8 @@ A run folder holds (docs/run-folder.md is the user-facing description)::
     gates.csv
     values.jsonl    one JSON object per line: the full spectrum of one weight block at one step
     steps.jsonl     the commit log: one JSON line per closed step, written after its rows
+                    (and a line with "adds": true where rows computed later, such as a
+                    step's spectra from the background worker, join a step committed before)
 
 Only rows named by a commit line are part of the run. A commit line gives, for every file the
 step wrote to, the byte range of that step's rows and their CRC-32, so a reader can seek straight
@@ -136,15 +138,19 @@ def decode_values(data):
     return [json.loads(line) for line in data.decode("ascii").splitlines() if line]
 
 
-def commit_line(step, ranges, rows):
-    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32)."""
+def commit_line(step, ranges, rows, adds=False):
+    """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32). ``adds``:
+    the line adds files to a step committed earlier (spectra computed after the step closed)."""
     record = {"step": step, "files": {name: list(r) for name, r in ranges.items()},
               "rows": rows}
+    if adds:
+        record["adds"] = True
     return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def parse_commit(line):
-    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError."""
+    """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError. A line
+    that adds to an earlier step (``commit_adds``) parses the same way."""
     record = json.loads(line)
     step = record["step"]
     if not isinstance(step, int) or step < 0:
@@ -157,6 +163,11 @@ def parse_commit(line):
         ranges[name] = (start, end, crc)
     rows = record.get("rows", {})
     return step, ranges, rows
+
+
+def commit_adds(line):
+    """Whether a (parsed-whole) commit line adds files to a step committed earlier."""
+    return json.loads(line).get("adds") is True
 
 
 def crc32(data, value=0):

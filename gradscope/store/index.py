@@ -22,7 +22,7 @@ class CommitIndex:
     ranges: dict = field(default_factory=dict)       # step -> {file: (start, end, crc)}
     rows: dict = field(default_factory=dict)         # step -> {table or "values": count}
     headers: dict = field(default_factory=dict)      # csv file -> (header bytes, columns)
-    line_ends: dict = field(default_factory=dict)    # step -> byte after its commit line
+    line_ends: dict = field(default_factory=dict)    # step -> byte after its last commit line
     problems: list = field(default_factory=list)     # what was dropped, in words
 
 
@@ -41,17 +41,24 @@ def build_index(path, verify=True):
             continue
         try:
             step, ranges, rows = fmt.parse_commit(line)
+            adds = fmt.commit_adds(line)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             index.problems.append(f"{fmt.COMMIT_FILE} line {number} is not a commit record "
                                   f"({_short(error)}): dropped")
             continue
-        reason = _range_problem(step, ranges, sizes, floor, index)
+        reason = _range_problem(step, ranges, sizes, floor, index, adds)
         if reason:
-            index.problems.append(f"step {step}: {reason}: dropped")
+            label = f"rows added later to step {step}" if adds else f"step {step}"
+            index.problems.append(f"{label}: {reason}: dropped")
             continue
-        index.steps.append(step)
-        index.ranges[step] = ranges
-        index.rows[step] = rows if isinstance(rows, dict) else {}
+        rows = rows if isinstance(rows, dict) else {}
+        if adds:  # files joining a step committed earlier (e.g. its spectra, computed later)
+            index.ranges[step].update(ranges)
+            index.rows[step].update(rows)
+        else:
+            index.steps.append(step)
+            index.ranges[step] = ranges
+            index.rows[step] = rows
         index.line_ends[step] = line_end
         for name, (_, end, _) in ranges.items():
             floor[name] = end
@@ -77,8 +84,14 @@ def _commit_lines(commit_path):
         start = end
 
 
-def _range_problem(step, ranges, sizes, floor, index):
-    if index.steps and step <= index.steps[-1]:
+def _range_problem(step, ranges, sizes, floor, index, adds=False):
+    if adds:
+        if step not in index.ranges:
+            return f"adds to a step that {fmt.COMMIT_FILE} has not committed before"
+        again = sorted(set(ranges) & set(index.ranges[step]))
+        if again:
+            return f"adds {again} to it a second time"
+    elif index.steps and step <= index.steps[-1]:
         return f"comes after step {index.steps[-1]} in {fmt.COMMIT_FILE} (not increasing)"
     for name, (start, end, _) in ranges.items():
         if end > sizes[name]:
@@ -124,7 +137,7 @@ def committed_ends(index):
     for ranges in index.ranges.values():
         for name, (_, end, _) in ranges.items():
             ends[name] = max(ends[name], end)
-    commit_end = index.line_ends[index.steps[-1]] if index.steps else 0
+    commit_end = max(index.line_ends.values(), default=0)
     return ends, commit_end
 
 

@@ -103,6 +103,10 @@ class Run:
     def gates(self, steps=None, columns=None):
         return self.table("gates", steps, columns)
 
+    def forward_nonfinite(self, steps=None, columns=None):
+        """Where the forward pass held NaN/Inf (empty for runs written before it was recorded)."""
+        return self.table("forward_nonfinite", steps, columns)
+
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         """``{"singular_values": ndarray, "eigenvalues": complex ndarray}`` of one weight block.
 
@@ -143,6 +147,12 @@ class Run:
     def steps(self):
         """The committed steps, increasing."""
         return list(self._index.steps)
+
+    def metrics(self, step=None):
+        """One recorded step (None: the latest) as a flat ``{name: float}``, as Scope.metrics."""
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
 
     def sample_steps(self, n):
         """At most ``n`` committed steps, evenly spaced, the first and the last included."""

@@ -71,6 +71,12 @@ def synthetic_step(step, *, modules=("rnn",), cell="LSTM", layers=2, T=20, batch
          "mean": float(rng.random()), "low": float(rng.random() * 0.1),
          "high": float(rng.random() * 0.1)}
         for m, layer in keys for g in gates])
+    forward = frame("forward_nonfinite", [
+        {"step": step, "module": m, "call": 0, "layer": layer,
+         "place": "input" if layer == 0 else "output", "t": int(t), "nonfinite": 2,
+         "sequences": f"{t % batch},{(t + 3) % batch}"}
+        for m, layer in keys for t in rng.choice(T, size=2, replace=False)])
     tables = {"timesteps": timesteps, "spectra": frame("spectra", spectra),
-              "jacobians": jacobians, "lyapunov": lyapunov, "gates": gate_rows}
+              "jacobians": jacobians, "lyapunov": lyapunov, "gates": gate_rows,
+              "forward_nonfinite": forward}
     return tables, values

@@ -15,6 +15,18 @@ from gradscope.store.index import build_index, committed_ends
 from gradscope.store.files import open_append, sync_dir, write_all, write_json_atomically
 
 
+# beside a run, these are not the user's: hidden files (.gitkeep, .DS_Store) and the folder
+# `gradscope report RUN_DIR` writes by default
+IGNORED_ENTRIES = ("report",)
+
+
+def foreign_entries(path):
+    """Names in the folder ``path`` that a run does not account for, sorted."""
+    own = set(fmt.ALL_FILES) | {fmt.META_FILE + ".tmp"} | set(IGNORED_ENTRIES)
+    return sorted(entry.name for entry in path.iterdir()
+                  if entry.name not in own and not entry.name.startswith("."))
+
+
 class RunWriter:
     """Writes one run folder as the run goes (format: gradscope/store/format.py).
 
@@ -29,14 +41,20 @@ class RunWriter:
       whatever no whole commit names is cut off (with a ``GradscopeWarning``), meta.json is
       replaced by ``meta``, and later steps must come after the old run's last one. Use it
       to resume the same run (a Scope started again); one writer per folder at a time.
-    - A folder holding other files is fine, unless one of them has a name the run needs
-      (meta.json, steps.jsonl, values.jsonl, <table>.csv): then it is refused too.
+    - A folder holding files that are not a run's (e.g. the user's notes.txt) is refused for a
+      new run and for ``overwrite=True``: nothing of the user's is written beside a run or
+      deleted. Hidden files (``.gitkeep``) and a ``report/`` folder (what ``gradscope report``
+      writes there) do not count. ``append=True`` to an existing run leaves them be.
 
     ``write_step(step, tables, values)`` appends one closed step and returns once it is on
     disk (flushed and fsynced): a process killed (even by SIGKILL) or a machine that loses power
     right after it returned leaves that step fully loadable. Steps must come in increasing
     order. The step's rows are written first, then its commit line in steps.jsonl; a reader
     ignores rows that no commit line names, so a step torn by a crash is dropped whole.
+
+    ``add_to_step(step, tables, values)`` appends rows of a step written before (its spectra,
+    computed off the training thread) with a commit line marked ``"adds": true``; until it
+    returns, that step loads without them.
 
     ``update_meta(meta)`` atomically replaces meta.json (e.g. when a ``track`` label first
     shows up mid-run). ``close()`` ends the run; the writer is also a context manager.
@@ -74,6 +92,23 @@ class RunWriter:
         if self._fds is None:
             raise RuntimeError(f"RunWriter for {self.path} is closed; open a new one to write")
         step = self._checked_step(step)
+        self._append(step, tables, values, adds=False)
+        self._last_step = step
+
+    def add_to_step(self, step, tables, values=()):
+        """Append rows computed after step ``step`` was written (its spectra, from the
+        background worker) as a commit line that adds them to that step. ``tables`` must hold
+        only tables the step has not written yet. Durable on return; steps written since are
+        unaffected, and a crash before it returns loses only these rows."""
+        if self._fds is None:
+            raise RuntimeError(f"RunWriter for {self.path} is closed; open a new one to write")
+        if isinstance(step, bool) or not isinstance(step, int) or self._last_step is None \
+                or not 0 <= step <= self._last_step:
+            raise ValueError(f"add_to_step({step!r}): the step must be one written before "
+                             f"(last step written: {self._last_step})")
+        self._append(step, tables, values, adds=True)
+
+    def _append(self, step, tables, values, adds):
         unknown = sorted(set(tables) - set(TABLES))
         if unknown:
             raise ValueError(f"unknown table(s) {unknown}; the tables are {list(TABLES)}")
@@ -87,6 +122,8 @@ class RunWriter:
         if values:
             chunks[fmt.VALUES_FILE] = fmt.encode_values(values, step)
             rows["values"] = len(values)
+        if adds and not chunks:
+            return  # nothing to add
         ranges = {}
         for name, data in chunks.items():
             fd = self._fds[name]
@@ -97,9 +134,13 @@ class RunWriter:
             ranges[name] = (start, start + len(data), fmt.crc32(data))
         self._sync([self._fds[name] for name in chunks])
         commit = self._fds[fmt.COMMIT_FILE]
-        write_all(commit, fmt.commit_line(step, ranges, rows))
+        write_all(commit, fmt.commit_line(step, ranges, rows, adds=adds))
         os.fsync(commit)
-        self._last_step = step
+
+    @property
+    def last_step(self):
+        """The last step in the folder (written here or by the run appended to), or None."""
+        return self._last_step
 
     def update_meta(self, meta):
         """Atomically replace meta.json by ``meta`` (same rules as the constructor's)."""
@@ -163,10 +204,13 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         present = [n for n in fmt.ALL_FILES + (fmt.META_FILE + ".tmp",)
                    if (self.path / n).exists() or (self.path / n).is_symlink()]
+        if append and fmt.META_FILE in present:
+            return self._cut_to_last_commit()  # the user's files were there beside this run
+        others = foreign_entries(self.path)
+        if others:
+            raise RunFormatError(self._foreign_message(others, overwrite, present))
         if not present:
             return None
-        if append and fmt.META_FILE in present:
-            return self._cut_to_last_commit()
         if overwrite:
             for name in present:
                 target = self.path / name
@@ -180,12 +224,26 @@ class RunWriter:
         if fmt.META_FILE in present:
             raise RunFormatError(
                 f"{self.path} already holds a run ({self._describe_meta()}); gradscope does "
-                "not mix two runs in one folder. Choose a new run_dir, delete the folder, pass "
-                "overwrite=True to replace it, or append=True to go on with it.")
+                "not mix two runs in one folder. Choose a new run_dir, delete the folder, or "
+                "pass overwrite=True to replace the run or append=True to go on with it "
+                "(gradscope.watch(model, run_dir=..., overwrite=True) or RunWriter(..., "
+                "overwrite=True); append=True likewise).")
         raise RunFormatError(
             f"{self.path} holds {present}, which a run folder needs for itself; choose "
-            "another run_dir, move those files, or pass overwrite=True to delete them (e.g. "
-            "what a writer killed before its first step left).")
+            "another run_dir, move those files, or pass overwrite=True (to gradscope.watch or "
+            "RunWriter) to delete them (e.g. what a writer killed before its first step left).")
+
+    def _foreign_message(self, others, overwrite, present):
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        if overwrite and present:
+            what = ("overwrite=True replaces a run only in a folder that holds nothing else: "
+                    "gradscope never deletes files it did not write, and will not leave them "
+                    "beside a new run they do not describe")
+        else:
+            what = ("gradscope writes a new run only into a new or empty folder, so that nothing "
+                    "of yours is mixed into a run or mistaken for part of it")
+        return (f"{self.path} holds files that are not part of a gradscope run ({shown}); "
+                f"{what}. Choose another run_dir (e.g. a subfolder), or move those files out.")
 
     def _cut_to_last_commit(self):
         """Before appending: check the old run's schema and cut every file back to the end of

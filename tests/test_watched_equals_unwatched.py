@@ -1,0 +1,120 @@
+"""What "the watched model computes what the unwatched one does" means, route by route
+(README, docs/capture.md), held exactly:
+
+- a step that is not recorded (every=N, no_grad) runs the module's own code: bitwise equal;
+- a recorded step on the exact route replays the computation one time step at a time: nn.RNN is
+  bitwise equal on the CPU; nn.GRU / nn.LSTM agree within float rounding (the fused CPU kernels,
+  oneDNN's LSTM among them, round differently): at most ROUNDING[dtype] of the largest entry;
+- the per-step autograd nodes of the exact route have correct first and second derivatives.
+"""
+
+import pytest
+import torch
+
+import gradscope
+from gradscope.cell_nodes import GRUGates, LSTMGates
+from gradscope.errors import GradscopeWarning
+
+# The documented bound, relative to the largest entry of each output or gradient tensor.
+# Measured (docs/capture.md): <= 3.7e-7 (outputs) and 2.7e-6 (gradients) in float32, <= 1e-15 in float64.
+ROUNDING = {torch.float32: 1e-5, torch.float64: 1e-12}
+KINDS = ("RNN", "GRU", "LSTM")
+DTYPES = (torch.float32, torch.float64)
+
+
+def make(kind, dtype):
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(8, 32, num_layers=2, bidirectional=True).to(dtype)
+    x = torch.randn(40, 4, 8, dtype=dtype)
+    return module, x
+
+
+def one_step(module, x):
+    module.zero_grad()
+    out, _ = module(x)
+    out.sin().sum().backward()
+    return out.detach(), [p.grad.clone() for p in module.parameters()]
+
+
+def largest_relative_gap(got, want):
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_recorded_step_within_rounding(kind, dtype):
+    module, x = make(kind, dtype)
+    plain_out, plain_grads = one_step(module, x)
+    with gradscope.watch(module) as scope:
+        out, grads = one_step(module, x)
+    assert scope.steps() == [0]
+    assert largest_relative_gap(out, plain_out) <= ROUNDING[dtype]
+    for got, want in zip(grads, plain_grads):
+        assert largest_relative_gap(got, want) <= ROUNDING[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_recorded_rnn_step_is_bitwise(dtype):
+    module, x = make("RNN", dtype)
+    plain_out, plain_grads = one_step(module, x)
+    with gradscope.watch(module):
+        out, grads = one_step(module, x)
+    assert torch.equal(out, plain_out)
+    assert all(torch.equal(got, want) for got, want in zip(grads, plain_grads))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_unrecorded_steps_are_bitwise(kind, dtype):
+    module, x = make(kind, dtype)
+    plain_out, plain_grads = one_step(module, x)
+    with torch.no_grad():
+        plain_eval = module(x)[0]
+    with gradscope.watch(module, every=2) as scope:
+        one_step(module, x)  # step 0: recorded
+        out, grads = one_step(module, x)  # step 1: not recorded
+        with torch.no_grad():
+            evaluated = module(x)[0]
+    assert scope.steps() == [0] and scope.steps_seen == 2
+    assert torch.equal(out, plain_out) and torch.equal(evaluated, plain_eval)
+    assert all(torch.equal(got, want) for got, want in zip(grads, plain_grads))
+
+
+def test_gate_nodes_first_and_second_derivatives():
+    torch.manual_seed(0)
+    opts = dict(dtype=torch.float64, requires_grad=True)
+    gates, c, probe = torch.randn(3, 8, **opts), torch.randn(3, 2, **opts), torch.zeros(3, 2, **opts)
+
+    def lstm(gates, c, probe):
+        return LSTMGates.apply(gates, c, probe)[:2]
+
+    assert torch.autograd.gradcheck(lstm, (gates, c, probe))
+    assert torch.autograd.gradgradcheck(lstm, (gates, c, probe))
+    xw, hh, h = torch.randn(3, 6, **opts), torch.randn(3, 6, **opts), torch.randn(3, 2, **opts)
+
+    def gru(xw, hh, h):
+        return GRUGates.apply(xw, hh, h)[0]
+
+    assert torch.autograd.gradcheck(gru, (xw, hh, h))
+    assert torch.autograd.gradgradcheck(gru, (xw, hh, h))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_double_backward_through_a_recorded_step(kind):
+    """A gradient penalty (create_graph=True) gives the same result watched and unwatched (the
+    step itself is not recorded: torch.autograd.grad skips the probes, and a warning says so)."""
+    module, x = make(kind, torch.float64)
+    x.requires_grad_(True)
+
+    def penalty():
+        module.zero_grad()
+        out, _ = module(x)
+        (grad_x,) = torch.autograd.grad(out.sin().sum(), x, create_graph=True)
+        grad_x.pow(2).sum().backward()
+        return [p.grad.clone() for p in module.parameters()]
+
+    plain = penalty()
+    with gradscope.watch(module), pytest.warns(GradscopeWarning, match="computes only some gradients"):
+        watched = penalty()
+    for got, want in zip(watched, plain):
+        assert largest_relative_gap(got, want) <= ROUNDING[torch.float64]
