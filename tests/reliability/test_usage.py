@@ -32,6 +32,12 @@ def one_intra_op_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=("exact", "fast"))
+def mode(request):
+    """Both routes: nn.RNN/GRU/LSTM unrolled one step at a time, or fused with a reverse recursion."""
+    return request.param
+
+
 def make_module(kind, seed=0, dtype=torch.float64, **kwargs):
     torch.manual_seed(seed)
     cls = {"RNN_TANH": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}[kind]
@@ -89,11 +95,11 @@ def assert_untouched(model):
 # ---- several backward passes per optimizer step ------------------------------------------------
 
 @pytest.mark.parametrize("kind,micro,every", list(itertools.product(KINDS, (2, 3), (1, 2))))
-def test_gradient_accumulation_records_each_micro_batch(kind, micro, every):
+def test_gradient_accumulation_records_each_micro_batch(kind, micro, every, mode):
     module = make_module(kind)
     opt = torch.optim.SGD(module.parameters(), lr=0.1)
     expected = {}
-    with gradscope.watch(module, every=every) as scope:
+    with gradscope.watch(module, every=every, mode=mode) as scope:
         for update in range(2):
             opt.zero_grad()
             for m in range(micro):
@@ -108,10 +114,10 @@ def test_gradient_accumulation_records_each_micro_batch(kind, micro, every):
 
 
 @pytest.mark.parametrize("kind,backwards", list(itertools.product(KINDS, (2, 3))))
-def test_retain_graph_second_backward_keeps_the_first_numbers(kind, backwards):
+def test_retain_graph_second_backward_keeps_the_first_numbers(kind, backwards, mode):
     module = make_module(kind)
     first, second = Batch(module, kind, seed=1), Batch(module, kind, seed=2)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         loss = first.loss(first.forward(module))
         for _ in range(backwards):
             loss.backward(retain_graph=True)
@@ -124,7 +130,7 @@ def test_retain_graph_second_backward_keeps_the_first_numbers(kind, backwards):
 
 @pytest.mark.filterwarnings(r"ignore:Using backward\(\) with create_graph=True:UserWarning")
 @pytest.mark.parametrize("kind,penalty", list(itertools.product(KINDS, (False, True))))
-def test_create_graph_backward_records_the_step(kind, penalty):
+def test_create_graph_backward_records_the_step(kind, penalty, mode):
     module = make_module(kind)
     twin = make_module(kind)
     batch = Batch(module, kind, seed=3)
@@ -141,7 +147,7 @@ def test_create_graph_backward_records_the_step(kind, penalty):
         return result
 
     plain = run(twin)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         watched = run(module)
     assert scope.steps_seen == 1
     assert_step(scope, 0, batch.expected(module), RTOL[torch.float64])
@@ -150,9 +156,9 @@ def test_create_graph_backward_records_the_step(kind, penalty):
 
 
 @pytest.mark.parametrize("kind,dangling,input_grad", list(itertools.product(KINDS, (1, 3), (False, True))))
-def test_forwards_without_backward_then_one_with(kind, dangling, input_grad):
+def test_forwards_without_backward_then_one_with(kind, dangling, input_grad, mode):
     module = make_module(kind)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         for seed in range(dangling):
             Batch(module, kind, seed=100 + seed).forward(module)  # e.g. a validation pass without no_grad
         batch = Batch(module, kind, seed=4)
@@ -163,7 +169,7 @@ def test_forwards_without_backward_then_one_with(kind, dangling, input_grad):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_lbfgs_closure_calls_are_each_a_step(kind):
+def test_lbfgs_closure_calls_are_each_a_step(kind, mode):
     module = make_module(kind)
     batch = Batch(module, kind, seed=5)
     opt = torch.optim.LBFGS(module.parameters(), lr=0.5, max_iter=4, history_size=3)
@@ -176,7 +182,7 @@ def test_lbfgs_closure_calls_are_each_a_step(kind):
         loss.backward()
         return loss
 
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         opt.step(closure)
         opt.step(closure)
     assert len(expected) >= 3 and scope.steps_seen == len(expected)
@@ -185,11 +191,11 @@ def test_lbfgs_closure_calls_are_each_a_step(kind):
 
 
 @pytest.mark.parametrize("kind,layers", list(itertools.product(KINDS, (1, 2))))
-def test_hidden_state_detached_between_batches(kind, layers):
+def test_hidden_state_detached_between_batches(kind, layers, mode):
     module = make_module(kind, num_layers=layers)
     opt = torch.optim.SGD(module.parameters(), lr=0.05)
     hx, expected = None, []
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         for seed in range(3):
             batch = Batch(module, kind, seed=20 + seed, hx=hx)
             expected.append(batch.expected(module))
@@ -205,9 +211,9 @@ def test_hidden_state_detached_between_batches(kind, layers):
 
 @pytest.mark.parametrize("kind,dtypes", list(itertools.product(
     KINDS, ((torch.float32, torch.float64), (torch.float64, torch.float32)))), ids=str)
-def test_model_moved_to_another_dtype_while_watched(kind, dtypes):
+def test_model_moved_to_another_dtype_while_watched(kind, dtypes, mode):
     module = make_module(kind, dtype=dtypes[0])
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         batches = []
         for dtype in dtypes:
             module.to(dtype)
@@ -222,9 +228,9 @@ def test_model_moved_to_another_dtype_while_watched(kind, dtypes):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", KINDS)
-def test_model_moved_to_cuda_while_watched(kind):
+def test_model_moved_to_cuda_while_watched(kind, mode):
     module = make_module(kind)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         cpu, gpu = Batch(module, kind, seed=0), Batch(module, kind, seed=1)
         want_cpu, want_gpu = cpu.expected(module), gpu.expected(module)  # no optimizer: same weights
         cpu.loss(cpu.forward(module)).backward()
@@ -286,7 +292,7 @@ def test_scripted_module_is_refused_at_watch_with_a_clear_message(kind, how):
 # ---- several scopes at once ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("kinds", list(itertools.product(KINDS, repeat=2)), ids="-".join)
-def test_two_models_watched_from_two_threads(kinds):
+def test_two_models_watched_from_two_threads(kinds, mode):
     results, errors = {}, []
     barrier = threading.Barrier(2)
 
@@ -294,7 +300,7 @@ def test_two_models_watched_from_two_threads(kinds):
         try:
             module = make_module(kind, seed=index)
             expected = []
-            with gradscope.watch(module) as scope:
+            with gradscope.watch(module, mode=mode) as scope:
                 barrier.wait(timeout=30)
                 for step in range(3):
                     batch = Batch(module, kind, seed=30 + step)
@@ -331,13 +337,13 @@ class EncoderDecoder(nn.Module):
 
 @pytest.mark.parametrize("kinds,outer_stops_first", list(itertools.product(
     itertools.product(KINDS, repeat=2), (False, True))), ids=str)
-def test_nested_watch_on_different_submodules(kinds, outer_stops_first):
+def test_nested_watch_on_different_submodules(kinds, outer_stops_first, mode):
     model = EncoderDecoder(*kinds)
     x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64)
-    with gradscope.watch(model) as whole:  # one scope over both: the numbers to agree with
+    with gradscope.watch(model, mode=mode) as whole:  # one scope over both: the numbers to agree with
         model(x).backward()
-    outer = gradscope.watch(model.enc).start()
-    inner = gradscope.watch(model.dec).start()
+    outer = gradscope.watch(model.enc, mode=mode).start()
+    inner = gradscope.watch(model.dec, mode=mode).start()
     model(x).backward()
     for scope in ((outer, inner) if outer_stops_first else (inner, outer)):
         scope.stop()
@@ -358,7 +364,7 @@ CONTEXTS = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
 
 @pytest.mark.parametrize("kind,context,where", list(itertools.product(
     KINDS, CONTEXTS, ("before forward", "between forward and backward", "after backward"))))
-def test_no_grad_forwards_inside_the_block_are_not_steps(kind, context, where):
+def test_no_grad_forwards_inside_the_block_are_not_steps(kind, context, where, mode):
     module = make_module(kind)
     batch, probe = Batch(module, kind, seed=6), Batch(module, kind, seed=7)
     with torch.no_grad():
@@ -371,7 +377,7 @@ def test_no_grad_forwards_inside_the_block_are_not_steps(kind, context, where):
         assert out.grad_fn is None
         seen.append(out.clone())
 
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         if where == "before forward":
             side_forward()
         result = batch.forward(module)
@@ -387,10 +393,10 @@ def test_no_grad_forwards_inside_the_block_are_not_steps(kind, context, where):
 
 @pytest.mark.parametrize("kind,modes", list(itertools.product(
     KINDS, ("eval", "eval-train-eval", "train-eval"))))
-def test_eval_steps_are_recorded_without_dropout(kind, modes):
+def test_eval_steps_are_recorded_without_dropout(kind, modes, mode):
     module = make_module(kind, num_layers=2, dropout=0.5)
     expected = {}
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         for step, mode in enumerate(modes.split("-")):
             module.train(mode == "train")
             batch = Batch(module, kind, seed=40 + step)
@@ -418,12 +424,12 @@ COPIES = {"copy.deepcopy": copy.deepcopy, "pickle": lambda m: pickle.loads(pickl
 
 @pytest.mark.parametrize("kind,how,when", list(itertools.product(
     KINDS, COPIES, ("before any forward", "between forward and backward"))))
-def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, when):
+def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, when, mode):
     """An EMA model, a best-model snapshot or a whole-model checkpoint taken inside the block:
     the copy computes with its own weights, records nothing, and is as unwatched after the block."""
     module = make_module(kind)
     batch = Batch(module, kind, seed=8)
-    with gradscope.watch(module) as scope:
+    with gradscope.watch(module, mode=mode) as scope:
         if when == "before any forward":
             twin = COPIES[how](module)
             result = batch.forward(module)
@@ -441,7 +447,7 @@ def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, whe
     assert scope.steps_seen == 1
     assert_step(scope, 0, batch.expected(module), RTOL[torch.float64])
     torch.testing.assert_close(batch.forward(twin)[0], plain(batch.x)[0], rtol=0, atol=0)
-    with gradscope.watch(twin) as again:
+    with gradscope.watch(twin, mode=mode) as again:
         batch.loss(batch.forward(twin)).backward()
     assert again.steps() == [0]
     assert_step(again, 0, batch.expected(twin), RTOL[torch.float64])
@@ -450,7 +456,7 @@ def test_copy_made_while_watched_is_an_unwatched_model_of_its_own(kind, how, whe
 # ---- activation checkpointing around the watched module ------------------------------------------
 
 @pytest.mark.parametrize("kind,reentrant,every", list(itertools.product(KINDS, (False, True), (1, 2))))
-def test_activation_checkpointing_around_the_watched_module(kind, reentrant, every):
+def test_activation_checkpointing_around_the_watched_module(kind, reentrant, every, mode):
     """torch.utils.checkpoint runs the module again inside backward (stopping early, by an
     exception, without use_reentrant): the user's backward works and the steps are measured."""
     from torch.utils.checkpoint import checkpoint
@@ -462,7 +468,7 @@ def test_activation_checkpointing_around_the_watched_module(kind, reentrant, eve
         return (out,) + (tuple(final) if kind == "LSTM" else (final,))
 
     expected, plain_grads = [], []
-    with gradscope.watch(module, every=every) as scope:
+    with gradscope.watch(module, every=every, mode=mode) as scope:
         for step in range(2):
             batch = Batch(module, kind, seed=50 + step)
             expected.append(batch.expected(module))
