@@ -420,3 +420,78 @@ def test_sigkill_keeps_every_closed_step(tmp_path, name, point):
         want = getattr(whole, table)()
         want = want[want["step"] < closed].reset_index(drop=True)
         pdt.assert_frame_equal(getattr(run, table)().reset_index(drop=True), want, check_exact=False, rtol=1e-12)
+
+
+# ---- an interrupt or a full disk inside the writing of a step, in-process -------------------------
+
+WRITE_FAULTS = ("KeyboardInterrupt escaping", "KeyboardInterrupt caught", "OSError (disk full)")
+
+
+@pytest.mark.parametrize("fault,point", list(itertools.product(WRITE_FAULTS, WRITES)),
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else v)
+def test_fault_inside_writing_a_step_loses_only_that_step(tmp_path, monkeypatch, fault, point):
+    """Ctrl-C or ENOSPC part-way through writing step KILL_STEP: the steps written before it,
+    and (caught, or a full disk that gradscope reports) every step written after it, load."""
+    from gradscope.store import writer as writer_module
+
+    target, moment = point
+    writer_cls = writer_module.RunWriter
+    current = {"step": None, "names": {}}
+    original_write_step, original_write_all, original_sync = \
+        writer_cls.write_step, writer_module.write_all, writer_cls._sync
+
+    def fail():
+        if fault.startswith("KeyboardInterrupt"):
+            raise KeyboardInterrupt
+        raise OSError(28, "No space left on device")
+
+    def write_step(self, step, tables, values=()):
+        current.update(step=step, names={fd: name for name, fd in self._fds.items()})
+        return original_write_step(self, step, tables, values)
+
+    def write_all(fd, data):
+        if current["step"] == KILL_STEP and current["names"].get(fd) == target:
+            current["step"] = None  # once
+            if moment == "before":
+                fail()
+            original_write_all(fd, data[: len(data) // 2] if moment == "half" else data)
+            fail()
+        original_write_all(fd, data)
+
+    def sync(self, fds):
+        if target == "fsync" and current["step"] == KILL_STEP:
+            current["step"] = None
+            fail()
+        original_sync(self, fds)
+
+    monkeypatch.setattr(writer_cls, "write_step", write_step)
+    monkeypatch.setattr(writer_module, "write_all", write_all)
+    monkeypatch.setattr(writer_cls, "_sync", sync)
+
+    model = build("lstm")
+    opt = make_optimizer(model, [no_trap])
+    steps = 2 if fault == "KeyboardInterrupt escaping" else 4
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            with gradscope.watch(model, run_dir=tmp_path / "run") as scope:
+                for step in range(steps):
+                    try:
+                        train_step(model, opt, step, no_trap)
+                    except KeyboardInterrupt:
+                        if fault == "KeyboardInterrupt escaping":
+                            raise
+        except KeyboardInterrupt:
+            assert fault == "KeyboardInterrupt escaping"
+    reported = [str(w.message) for w in said if issubclass(w.category, GradscopeWarning)]
+    assert len(reported) == (fault.startswith("OSError")), reported  # a full disk is said, once
+    monkeypatch.undo()
+    committed = point == ("steps.jsonl", "after")  # the commit line was whole before the fault
+    run = load_quietly(tmp_path / "run")
+    assert scope.steps() == list(range(steps))
+    want = [s for s in range(steps) if s != KILL_STEP or committed]
+    assert run.steps() == want
+    for table in ("timesteps", "spectra"):
+        live = getattr(scope, table)()
+        live = live[live["step"].isin(want)].reset_index(drop=True)
+        pdt.assert_frame_equal(getattr(run, table)().reset_index(drop=True), live, check_exact=False, rtol=1e-12)
