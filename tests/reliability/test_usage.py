@@ -113,6 +113,25 @@ def test_gradient_accumulation_records_each_micro_batch(kind, micro, every, mode
         assert_step(scope, step, expected[step], RTOL[torch.float64])
 
 
+@pytest.mark.parametrize("kind,micro", list(itertools.product(KINDS, (2, 3))))
+def test_gradient_accumulation_with_optimizer_steps_measures_the_first_micro_batch(kind, micro, mode):
+    module = make_module(kind)
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    expected = []
+    with gradscope.watch(module, mode=mode, optimizer=opt) as scope:
+        for update in range(3):
+            opt.zero_grad()
+            for m in range(micro):
+                batch = Batch(module, kind, seed=10 * update + m)
+                if m == 0:
+                    expected.append(batch.expected(module))
+                batch.loss(batch.forward(module)).backward()
+            opt.step()
+    assert scope.steps_seen == 3 and scope.steps() == [0, 1, 2]
+    for step, want in enumerate(expected):
+        assert_step(scope, step, want, RTOL[torch.float64])
+
+
 @pytest.mark.parametrize("kind,backwards", list(itertools.product(KINDS, (2, 3))))
 def test_retain_graph_second_backward_keeps_the_first_numbers(kind, backwards, mode):
     module = make_module(kind)
@@ -188,6 +207,30 @@ def test_lbfgs_closure_calls_are_each_a_step(kind, mode):
     assert len(expected) >= 3 and scope.steps_seen == len(expected)
     for step, want in enumerate(expected):
         assert_step(scope, step, want, RTOL[torch.float64])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lbfgs_with_optimizer_steps_measures_the_first_closure_call(kind, mode):
+    module = make_module(kind)
+    batch = Batch(module, kind, seed=5)
+    opt = torch.optim.LBFGS(module.parameters(), lr=0.5, max_iter=4, history_size=3)
+    calls = []
+
+    def closure():
+        opt.zero_grad()
+        calls.append(batch.expected(module))
+        loss = batch.loss(batch.forward(module))
+        loss.backward()
+        return loss
+
+    firsts = []
+    with gradscope.watch(module, mode=mode, optimizer=opt) as scope:
+        for _ in range(2):
+            firsts.append(len(calls))
+            opt.step(closure)
+    assert len(calls) > 2 and scope.steps_seen == 2
+    for step, first in enumerate(firsts):
+        assert_step(scope, step, calls[first], RTOL[torch.float64])
 
 
 @pytest.mark.parametrize("kind,layers", list(itertools.product(KINDS, (1, 2))))
