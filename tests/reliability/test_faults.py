@@ -135,8 +135,25 @@ class CustomCellLoop(Faultable):
         return self.head(h)
 
 
-MODELS = {"lstm": (LSTMHead, {}), "lstm-exact-route": (LSTMHead, {"mode": "exact"}), "gru-bidirectional": (BiGRUHead, {}), "gru-parametrized": (ParametrizedGRUHead, {}),
+MODELS = {"lstm": (LSTMHead, {}), "lstm-exact-route": (LSTMHead, {"mode": "exact"}),
+          "lstm-optimizer-steps": (LSTMHead, {"optimizer": True}), "gru-bidirectional": (BiGRUHead, {}), "gru-parametrized": (ParametrizedGRUHead, {}),
           "lstmcell-loop": (LSTMCellLoop, {}), "custom-cell": (CustomCellLoop, {"cells": ["cell"]})}
+
+
+def watch_kwargs(name, opt):
+    """The model's watch arguments; ``optimizer=True`` stands for the training's optimizer."""
+    kwargs = dict(MODELS[name][1])
+    if kwargs.get("optimizer"):
+        kwargs["optimizer"] = opt
+    return kwargs
+
+
+def counted(name, prior, point):
+    """Steps counted after a fault at ``point`` following ``prior`` clean steps: a step ends at
+    its backward, or with watch(optimizer=) at optimizer.step()."""
+    if MODELS[name][1].get("optimizer"):
+        return prior + (point == "after-step")
+    return prior + (point in CLOSES_THE_STEP)
 
 
 def build(name):
@@ -217,6 +234,10 @@ def hooks_snapshot(model):
     return modules, params, dict(nn.modules.module._global_forward_hooks)
 
 
+def optimizer_hooks(opt):
+    return dict(opt._optimizer_step_pre_hooks), dict(opt._optimizer_step_post_hooks)
+
+
 def assert_model_as_unwatched(model, name, state):
     """Same state_dict as ``state`` (bitwise) and the same outputs, through the same kernels,
     as an unwatched copy holding it."""
@@ -258,19 +279,19 @@ def test_fault_escaping_the_block_leaves_model_and_run_whole(tmp_path, name, poi
     model = build(name)
     trap = [no_trap]
     opt = make_optimizer(model, trap)
-    before = hooks_snapshot(model)
+    before = hooks_snapshot(model), optimizer_hooks(opt)
     fault = Fault(model, point, kind)
     with pytest.raises(BaseException) as info:
-        with gradscope.watch(model, run_dir=tmp_path / "run", **MODELS[name][1]) as scope:
+        with gradscope.watch(model, run_dir=tmp_path / "run", **watch_kwargs(name, opt)) as scope:
             for step in range(prior):
                 train_step(model, opt, step, no_trap)
             trap[0] = fault
             train_step(model, opt, prior, fault)
     assert info.value is fault.raised  # the user's own exception, untouched
-    assert hooks_snapshot(model) == before
+    assert (hooks_snapshot(model), optimizer_hooks(opt)) == before
     assert_model_as_unwatched(model, name, fault.state)
-    closed = prior + (point in CLOSES_THE_STEP)
-    assert scope.steps_seen == closed and scope.steps() == list(range(closed))
+    assert scope.steps_seen == counted(name, prior, point)
+    assert scope.steps() == list(range(prior + (point in CLOSES_THE_STEP)))  # measured at its backward
     assert_run_equals_scope(load_quietly(tmp_path / "run"), scope)
 
 
@@ -280,7 +301,7 @@ def recorded_alone(name, state, step):
     model = build(name)
     model.load_state_dict(state)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with gradscope.watch(model, **MODELS[name][1]) as scope:
+    with gradscope.watch(model, **watch_kwargs(name, opt)) as scope:
         train_step(model, opt, step, no_trap)
     return scope.timesteps().drop(columns="step").reset_index(drop=True)
 
@@ -292,7 +313,7 @@ def test_fault_caught_inside_the_block_then_training_goes_on(tmp_path, name, poi
     opt = make_optimizer(model, trap)
     fault = Fault(model, point, kind)
     states = []
-    with gradscope.watch(model, run_dir=tmp_path / "run", **MODELS[name][1]) as scope:
+    with gradscope.watch(model, run_dir=tmp_path / "run", **watch_kwargs(name, opt)) as scope:
         train_step(model, opt, 0, no_trap)
         trap[0] = fault
         try:
@@ -303,7 +324,7 @@ def test_fault_caught_inside_the_block_then_training_goes_on(tmp_path, name, poi
         for step in (2, 3):
             states.append({k: v.clone() for k, v in model.state_dict().items()})
             train_step(model, opt, step, no_trap)
-    closed = 1 + (point in CLOSES_THE_STEP) + 2
+    closed = counted(name, 1, point) + 2
     assert scope.steps_seen == closed and scope.steps() == list(range(closed))
     table = scope.timesteps()
     got = table[table["step"] == closed - 1].drop(columns="step").reset_index(drop=True)
@@ -363,7 +384,7 @@ def _child(name, run_dir, point):
     opt = make_optimizer(model, trap)
     at = {"after backward": ("optimizer-step", KILL_STEP), "after optimizer step": ("after-step", KILL_STEP),
           "inside the next forward": ("forward", KILL_STEP + 1)}.get(point)
-    with gradscope.watch(model, run_dir=run_dir, **MODELS[name][1]):
+    with gradscope.watch(model, run_dir=run_dir, **watch_kwargs(name, opt)):
         for step in range(KILL_STEP + 2):
             def killer(where, step=step):
                 if (where, step) == at:
@@ -397,7 +418,7 @@ def uninterrupted(name):
     model = build(name)
     trap = [no_trap]
     opt = make_optimizer(model, trap)
-    with gradscope.watch(model, **MODELS[name][1]) as scope:
+    with gradscope.watch(model, **watch_kwargs(name, opt)) as scope:
         for step in range(KILL_STEP + 2):
             train_step(model, opt, step, no_trap)
     return scope
