@@ -10,6 +10,8 @@ backward. Nothing here syncs with the host: results stay on the device until the
 
 import torch
 
+from gradscope.capture.norms import row_norms
+
 _PARTS = ("carried", "direct")
 
 
@@ -48,7 +50,9 @@ class Series:
         self.key = key
         self.pending = pending  # internal probes still to fire before the norms can be taken
         self.parts = {p: Accumulator() for p in _PARTS}
-        self.sums = None  # (4, T) float64: sum over active rows of |total|, |carried|, |direct|, nonfinite
+        # (5, T) float64: sum over active rows of |total|, |carried|, |direct|, nonfinite, and
+        # |total| over the finite rows only (what is left to plot when one sequence is NaN)
+        self.sums = None
         self.spoiled = False
 
     def add(self, part, grad, rows, record):
@@ -76,11 +80,14 @@ class Series:
         if direct is None:
             direct = torch.zeros_like(like)
         total = carried + direct
+        total_norm = row_norms(total)
+        nonfinite = ~torch.isfinite(total).all(dim=1)
         norms = torch.stack([
-            torch.linalg.vector_norm(total, dim=1, dtype=torch.float64),
-            torch.linalg.vector_norm(carried, dim=1, dtype=torch.float64),
-            torch.linalg.vector_norm(direct, dim=1, dtype=torch.float64),
-            (~torch.isfinite(total)).any(dim=1).to(torch.float64),
+            total_norm,
+            row_norms(carried),
+            row_norms(direct),
+            nonfinite.to(torch.float64),
+            total_norm.masked_fill(nonfinite, 0.0),
         ])
         self.sums = record.segment_sum(norms)
         self.parts = None  # free the (N, S) buffers now

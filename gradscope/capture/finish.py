@@ -41,7 +41,7 @@ def timestep_and_gate_tables(step):
     host_tracks = host[len(series) + len(gates):]
 
     columns = {c: [] for c in ("step", "module", "cell", "call", "layer", "direction", "state", "t", "batch",
-                               "grad_norm", "carried_norm", "direct_norm", "nonfinite")}
+                               "grad_norm", "carried_norm", "direct_norm", "nonfinite", "finite_grad_norm")}
     for (record, (layer, direction, state), _), sums in zip(series, host_series):
         batch = np.asarray(record.batch_sizes, dtype=np.float64)
         n = record.T
@@ -58,13 +58,15 @@ def timestep_and_gate_tables(step):
         columns["carried_norm"].append(sums[1] / batch)
         columns["direct_norm"].append(sums[2] / batch)
         columns["nonfinite"].append(np.rint(sums[3]).astype(np.int64))
+        columns["finite_grad_norm"].append(_finite_mean(sums[4], batch - np.rint(sums[3])))
     for (track, (state, t), _), sums in zip(tracks, host_tracks):
         batch = track.batch[(state, t)]
         for name, value in (("step", [step.number]), ("module", [track.label]), ("cell", ["track"]),
                             ("call", [0]), ("layer", [0]), ("direction", ["forward"]), ("state", [state]),
                             ("t", [t]), ("batch", [batch]), ("grad_norm", [sums[0] / batch]),
                             ("carried_norm", [sums[1] / batch]), ("direct_norm", [sums[2] / batch]),
-                            ("nonfinite", [int(round(sums[3]))])):
+                            ("nonfinite", [int(round(sums[3]))]),
+                            ("finite_grad_norm", [_finite_mean(sums[4], batch - round(sums[3]))])):
             columns[name].append(value)
     if columns["step"]:
         data = {k: np.concatenate([np.asarray(v, dtype=object if k in ("module", "cell", "direction", "state")
@@ -73,7 +75,8 @@ def timestep_and_gate_tables(step):
         timesteps = timesteps.sort_values(["module", "call", "layer", "direction", "state", "t"], kind="stable")
         timesteps = frame("timesteps", timesteps.astype({
             "step": "int64", "call": "int64", "layer": "int64", "t": "int64", "batch": "int64",
-            "nonfinite": "int64", "grad_norm": "float64", "carried_norm": "float64", "direct_norm": "float64"}))
+            "nonfinite": "int64", "grad_norm": "float64", "carried_norm": "float64", "direct_norm": "float64",
+            "finite_grad_norm": "float64"}))
     else:
         timesteps = frame("timesteps")
 
@@ -98,3 +101,10 @@ def first_records(step):
         if record.weights and record.module not in out:
             out[record.module] = record
     return out
+
+
+def _finite_mean(total, count):
+    """Mean over ``count`` finite sequences (NaN where there is none)."""
+    count = np.asarray(count, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.asarray(total, dtype=np.float64) / np.maximum(count, 1), np.nan)

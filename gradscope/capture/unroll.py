@@ -88,6 +88,11 @@ def exact_module_forward(ctx, name, module, input, hx=None):
     if sorted_indices is not None:
         hx = module.permute_hidden(hx, sorted_indices)
     h0_all, c0_all = (hx[0], hx[1]) if is_lstm else (hx, None)
+    # CPU autocast runs aten::lstm as one lower-precision kernel (RNN and GRU run as cell ops
+    # there, as here): its outputs come back in that dtype, so ours do too
+    low = None
+    if is_lstm and x_flat.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        low = torch.get_autocast_dtype("cpu")
 
     # --- the call record -------------------------------------------------------------------
     if links is not None:
@@ -127,6 +132,8 @@ def exact_module_forward(ctx, name, module, input, hx=None):
             layer_in = layer_out
 
     # --- outputs as the module returns them ------------------------------------------------
+    if low is not None:
+        layer_in = layer_in.to(low)
     if packed:
         output = PackedSequence(layer_in, batch_sizes, sorted_indices, unsorted_indices)
     else:
@@ -142,6 +149,8 @@ def exact_module_forward(ctx, name, module, input, hx=None):
     for state, internal in finals.items():
         if unsorted_indices is not None:
             internal = internal.index_select(1, unsorted_indices)
+        if low is not None:
+            internal = internal.to(low)
         user.append(ctx.returned_state(record, state, internal, cell=False, squeeze=not is_batched))
     return output, (tuple(user) if is_lstm else user[0])
 

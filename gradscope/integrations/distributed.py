@@ -3,7 +3,8 @@ closes, its rows are gathered from every rank in one collective call and reduced
 (step, module, call, layer, direction, state, t); rank 0 alone writes the run folder.
 
 Reduction (docs/integrations.md): ``timesteps``: grad_norm, carried_norm, direct_norm are the
-mean over the ranks that have the row, ``nonfinite`` and ``batch`` the sum. ``gates``: ``count``
+mean over the ranks that have the row, ``finite_grad_norm`` the mean over the ranks that have a
+finite sequence there, ``nonfinite`` and ``batch`` the sum. ``gates``: ``count``
 summed, ``mean``/``low``/``high`` count-weighted. Spectra are of weights DDP keeps equal on
 every rank and are rank 0's; ``jacobians``/``lyapunov`` are rank 0's own.
 
@@ -27,7 +28,7 @@ from gradscope.records import TABLES, frame
 
 REDUCED = ("timesteps", "gates")
 _KEYS = {table: [c for c in TABLES[table] if c not in values] for table, values in (
-    ("timesteps", ("batch", "grad_norm", "carried_norm", "direct_norm", "nonfinite")),
+    ("timesteps", ("batch", "grad_norm", "carried_norm", "direct_norm", "nonfinite", "finite_grad_norm")),
     ("gates", ("count", "mean", "low", "high")))}
 
 
@@ -154,6 +155,7 @@ def reduce_rows(table: str, frames) -> pd.DataFrame:
         has_nan = rows[norms].isna().groupby([rows[k] for k in keys], sort=False, dropna=False).any()
         out = grouped[norms].mean().mask(has_nan)
         out[["batch", "nonfinite"]] = grouped[["batch", "nonfinite"]].sum()
+        out["finite_grad_norm"] = grouped["finite_grad_norm"].mean()  # over the ranks with a finite sequence
     else:
         weight = rows["count"].to_numpy(dtype=np.float64)
         weighted = rows[["mean", "low", "high"]].mul(weight, axis=0).assign(count=weight)

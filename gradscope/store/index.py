@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from gradscope.records import TABLES
+from gradscope.records import ADDED_COLUMNS, TABLES
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
 
@@ -167,7 +167,7 @@ def _read_header(file_path, table):
         columns = header.decode("utf-8").rstrip("\n").split(",")
     except UnicodeDecodeError as error:
         raise RunFormatError(f"{file_path}: header is not UTF-8 text ({error})") from error
-    missing = [c for c in TABLES[table] if c not in columns]
+    missing = [c for c in TABLES[table] if c not in columns and c not in ADDED_COLUMNS.get(table, ())]
     if missing:
         raise RunFormatError(f"{file_path} lacks the column(s) {missing} that schema "
                              f"{fmt.SCHEMA_VERSION} needs; was it written by another tool?")

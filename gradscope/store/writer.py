@@ -12,7 +12,7 @@ from gradscope.records import SCHEMA_VERSION, TABLES
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
 from gradscope.store.index import build_index, committed_ends
-from gradscope.store.files import open_append, sync_dir, write_all, write_json_atomically
+from gradscope.store.files import open_append, refuse_odd_files, sync_dir, write_all, write_json_atomically
 
 
 # beside a run, these are not the user's: hidden files (.gitkeep, .DS_Store) and the folder
@@ -267,6 +267,7 @@ class RunWriter:
     def _cut_to_last_commit(self):
         """Before appending: check the old run's schema and cut every file back to the end of
         its last whole commit, so new steps follow committed bytes directly."""
+        refuse_odd_files(self.path, fmt.ALL_FILES, "append to")  # appending would write through them
         meta_path = self.path / fmt.META_FILE
         try:
             old_meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -275,6 +276,13 @@ class RunWriter:
                                  f"({error})") from error
         fmt.check_schema(old_meta, str(meta_path))
         index = build_index(self.path, verify=True)
+        for name, (_, columns) in index.headers.items():
+            tables = [t for t, file in fmt.TABLE_FILES.items() if file == name]
+            older = [c for c in TABLES[tables[0]] if c not in columns] if tables else []
+            if older:
+                raise RunFormatError(
+                    f"cannot append to {self.path}: it was written by an earlier gradscope whose {name} "
+                    f"has no column(s) {older}; start a new run folder, or pass overwrite=True to replace it")
         ends, commit_end = committed_ends(index)
         for name, end in list(ends.items()) + [(fmt.COMMIT_FILE, commit_end)]:
             target = self.path / name

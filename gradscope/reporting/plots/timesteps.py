@@ -3,7 +3,7 @@
 import numpy as np
 
 from gradscope.reporting.plots import style
-from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, select
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, by_module, module_label, panel_title, panels, select
 
 STATE_NAME = {"h": "h_t", "c": "c_t"}
 
@@ -13,7 +13,18 @@ def per_t(rows):
     grouped = rows.groupby("t", sort=True)
     out = grouped[["grad_norm", "carried_norm", "direct_norm"]].mean()
     out["nonfinite"] = grouped["nonfinite"].sum()
+    # a run folder written before the column existed reads it back as NaN
+    out["finite_grad_norm"] = grouped["finite_grad_norm"].mean() if "finite_grad_norm" in rows else np.nan
     return out.reset_index()
+
+
+def finite_only(curve):
+    """The total over the finite sequences, only at the t where the total itself is NaN/Inf
+    (one NaN sequence makes the batch mean NaN; the other sequences still have a gradient);
+    NaN elsewhere, so it draws just the stretch the total line leaves out."""
+    total = curve["grad_norm"].to_numpy(dtype=float)
+    finite = curve["finite_grad_norm"].to_numpy(dtype=float)
+    return np.where(np.isfinite(total), np.nan, finite)
 
 
 def history_band(rows, low=0.1, high=0.9):
@@ -65,6 +76,10 @@ def _draw_panel(ax, last, history):
         if column == "grad_norm":
             zeros = style.mark_zeros(ax, t, values, color)
             style.zero_note(ax, [f"total at {style.span_words(zeros)}"] if len(zeros) else [])
+    rest = finite_only(curve)
+    if len(style.positive_finite(rest)):
+        ax.plot(t, rest, color=style.TOTAL, lw=1.6, ls=":", marker=style.marker_for(rest), ms=3, zorder=2,
+                label="total over the finite sequences (where some are NaN/Inf)")
     bad = curve.loc[curve["nonfinite"] > 0, "t"].to_numpy()
     for i, tb in enumerate(bad[:200]):
         ax.axvline(tb, color="#e7298a", alpha=0.5, lw=1.2, label="NaN/Inf at this t" if i == 0 else None)
@@ -92,14 +107,7 @@ def caption(banded):
 
 
 def figures(run):
-    rows = run.last
-    if rows.empty:
-        return
-    step = int(rows["step"].max())
-    for module in run.modules()[:MAX_MODULES]:
-        part = rows[rows["module"] == module]
-        if part.empty:
-            continue
+    for step, module, part in by_module(run, run.last):
         hist = run.history[run.history["module"] == module]
         grid = panels(part, module)
         fig, axes = style.new_figure(len(grid), len(grid[0]))
@@ -152,6 +160,11 @@ def compare_figures(runs):
                     axes[r, c].plot(curve["t"], values, color=style.series_color(i), lw=1.8,
                                     ls=("-", "--", ":", "-.")[m_index % 4],
                                     marker=style.marker_for(values), ms=3, label=style.text(label))
+                    rest = finite_only(curve)
+                    if len(style.positive_finite(rest)):
+                        axes[r, c].plot(curve["t"], rest, color=style.series_color(i), lw=1.4, ls=":",
+                                        marker=style.marker_for(rest), ms=3,
+                                        label=style.text(f"{label}: finite sequences only"))
                     zeros = style.mark_zeros(axes[r, c], curve["t"], values, style.series_color(i))
                     if len(zeros):
                         zero_words.setdefault((r, c), []).append(f"{style.text(label)} at {style.span_words(zeros)}")
