@@ -25,6 +25,7 @@ from gradscope.capture.steps import StepClock
 from gradscope.capture.stock_cells import exact_cell_forward
 from gradscope.capture.track import track as _track
 from gradscope.capture.unroll import NotSteppable, exact_module_forward
+from gradscope.capture.unwatchable import refuse_compiled, scripted_hint
 from gradscope.capture.weight_reads import WeightRead
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
@@ -168,6 +169,7 @@ class Scope(TableSource):
         self._spectra_mode = spectra
         self._spectra_every = spectra_every
         self._jacobians = bool(jacobians)
+        refuse_compiled(model)
         self._if_exists = _if_exists(run_dir, overwrite, append)
         # under torch.distributed: every rank reduces each recorded step, rank 0 alone writes
         self._reducer = step_reducer(model)
@@ -175,7 +177,7 @@ class Scope(TableSource):
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
-                f"gradscope.watch: found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
+                f"gradscope.watch: {scripted_hint(model)}found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
                 f"{type(model).__name__}, and no cells= or weights= were given. For a custom cell module "
                 "called once per time step, pass watch(model, cells=[model.my_cell]) (or its qualified name). "
                 "For a hand-written loop over raw Parameters, pass weights={'W_hh': W_hh} and mark each new "
@@ -183,7 +185,8 @@ class Scope(TableSource):
         self._patches = []
         self._links = LinkTable()
         self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
-        self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None)
+        self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None,
+                                on_drop=lambda step: self._links.clear())
         self._background = None  # BackgroundSpectra while started, where the spectra run in the background
         self._lock = threading.RLock()  # the tables, against the background thread
         self._write_lock = threading.Lock()  # the run folder, against the background thread
@@ -409,6 +412,8 @@ class Scope(TableSource):
                 return original(*args, **kwargs)
             except Exception as err:
                 ctx.abandon()
+                if _is_control_flow(err):
+                    raise
                 out = original(*args, **kwargs)  # bad input raises the module's own error here
                 scope._warn(("fallback", part.name), (
                     f"gradscope: could not step {part.name or '<root>'} ({type(part.module).__name__}) exactly "
@@ -426,7 +431,9 @@ class Scope(TableSource):
             if step.closed or not scope._active:
                 return
             try:
-                fn(grad)
+                # backward(create_graph=True) hands gradients that carry a graph; records keep
+                # numbers only, and measuring must not grow the user's second-order graph
+                fn(grad.detach())
             except Exception as err:  # never break the user's backward pass
                 scope._warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
                                                            f"({type(err).__name__}: {err})")
@@ -596,6 +603,12 @@ class Scope(TableSource):
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _is_control_flow(err):
+    """An exception torch raises on purpose through the forward, not a failure to step: the
+    non-reentrant torch.utils.checkpoint stops its recomputation inside backward this way."""
+    return type(err).__name__ == "_StopRecomputationError" and type(err).__module__ == "torch.utils.checkpoint"
 
 
 def _if_exists(run_dir, overwrite, append):
