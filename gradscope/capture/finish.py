@@ -26,8 +26,7 @@ def _to_host(tensors):
 def timestep_and_gate_tables(step):
     """The ``timesteps`` and ``gates`` rows of a closed step."""
     series, gates, tracks = [], [], []
-    step.closed_calls = step.calls()
-    for record in step.closed_calls:
+    for record in step.close_calls():
         for key, sums in record.finish():
             series.append((record, key, sums))
         if record.received:
