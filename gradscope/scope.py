@@ -365,7 +365,6 @@ class Scope:
         if not step.recorded:
             self._forget_weight_reads()
             return
-        tables, values = {}, []
         if any(record.restricted for record in step.received):
             self._warn(("restricted",), (
                 "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "
@@ -373,7 +372,7 @@ class Scope:
                 "inputs, so the watched modules' numbers of such steps are not recorded. Record steps that "
                 "call loss.backward()."))
         try:
-            tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
+            tables = dict(zip(("timesteps", "gates"), timestep_and_gate_tables(step)))
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
@@ -385,7 +384,13 @@ class Scope:
         except Exception as err:  # the gradients are still worth keeping
             self._warn(("forward", type(err).__name__), f"gradscope: step {step.number}'s forward NaN/Inf "
                                                          f"check failed ({type(err).__name__}: {err})")
-        job = None
+        values, job = self._measure_weights(step, tables)
+        self._keep_step(step.number, tables, values, job)
+
+    def _measure_weights(self, step, tables):
+        """The step's spectra (computed now, or a job for the background thread) and opt-in
+        Jacobians, added to ``tables``; returns ``(spectrum values, background job or None)``."""
+        values, job = [], None
         try:
             if self._spectra_schedule(step.number):
                 # the copy of the weights is taken now, before the optimizer changes them
@@ -394,30 +399,35 @@ class Scope:
             else:
                 self._forget_weight_reads()
             if job is not None and self._background is None:
-                tables["spectra"], values, latest = job()
+                job, compute = None, job
+                tables["spectra"], values, latest = compute()
                 self._latest_weights = latest or self._latest_weights
-                job = None
             if self._jacobians:  # opt-in, and computed now: it needs the step's states
                 tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
         except Exception as err:  # the gradients are still worth keeping
             self._warn(("spectra", type(err).__name__), f"gradscope: step {step.number}'s spectra/Jacobians could "
                                                          f"not be measured ({type(err).__name__}: {err})")
+        return values, job
+
+    def _keep_step(self, number, tables, values, job):
+        """A measured step's rows into the tables, the run folder (the mean over ranks under
+        torch.distributed) and, for its spectra, the background thread."""
         with self._lock:
             for table, df in tables.items():
                 self._tables[table].append(df)
             self._values.extend(values)
             self._cache.clear()
         if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
-            tables = self._reducer(step.number, tables)
+            tables = self._reducer(number, tables)
         if self._writer is not None:
             try:
                 with self._write_lock:
-                    self._writer.write_step(step.number, tables, values)
+                    self._writer.write_step(number, tables, values)
             except Exception as err:
-                self._warn(("write", type(err).__name__), f"gradscope: step {step.number} could not be written to "
+                self._warn(("write", type(err).__name__), f"gradscope: step {number} could not be written to "
                                                            f"{self._run_dir} ({type(err).__name__}: {err})")
         if job is not None:
-            self._background.submit(step.number, job)
+            self._background.submit(number, job)
 
     def _forget_weight_reads(self):
         """A step whose weights are not measured: its reads are not the next step's."""

@@ -132,3 +132,13 @@ def test_gate_counts_are_exact_in_bfloat16():
     gate_statistics(record, "LSTM", 0, "forward", gates)
     for _, _, gate, _, stats in record.gate_stats:
         assert stats[0].item() == 3003 and stats[3].item() == 3003, gate  # count, near the upper bound
+
+
+def test_spectra_that_fail_at_step_close_leave_backward_and_gradients_intact():
+    """watch(spectra="inline"): a weights= entry whose spectra cannot be computed gives a warning;
+    the user's backward returns and the step's gradients are recorded."""
+    module = torch.nn.GRU(2, 3)
+    with gradscope.watch(module, weights={"W": lambda: torch.zeros(2, 3, 4)}, spectra="inline") as scope:
+        with pytest.warns(gradscope.GradscopeWarning, match="spectra/Jacobians could not be measured"):
+            module(torch.randn(4, 1, 2))[0].sum().backward()
+    assert len(scope.timesteps()) == 4 and scope.spectra().empty
