@@ -12,10 +12,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, StepClock, check_weights, describe,
-                               find_parts, forward_nonfinite_table, jacobian_tables, labelled_weights, part_routes,
-                               route_for, spectra_job, timestep_and_gate_tables, watched_by, weight_reads)
-from gradscope.capture.discover import Part
+from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, Part, StepClock, check_weights,
+                               describe, find_parts, forward_nonfinite_table, jacobian_tables, labelled_weights,
+                               part_routes, route_for, spectra_job, timestep_and_gate_tables, watched_by,
+                               weight_reads)
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
 from gradscope.records import SCHEMA_VERSION, TABLES, frame

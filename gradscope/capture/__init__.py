@@ -27,7 +27,7 @@ Adding a route: write ``route(ctx, part, original, args, kwargs)`` and add it to
 """
 
 from gradscope.capture.context import Capture
-from gradscope.capture.discover import find_parts
+from gradscope.capture.discover import Part, find_parts
 from gradscope.capture.finish import timestep_and_gate_tables
 from gradscope.capture.forward_nonfinite import forward_nonfinite_table
 from gradscope.capture.links import LinkTable
@@ -38,6 +38,6 @@ from gradscope.capture.routes import describe, part_routes, route_for
 from gradscope.capture.steps import StepClock
 from gradscope.capture.weight_reads import check_weights, labelled_weights, weight_reads
 
-__all__ = ["Capture", "ForwardPatch", "LinkTable", "NotSteppable", "StepClock", "check_weights", "describe",
+__all__ = ["Capture", "ForwardPatch", "LinkTable", "NotSteppable", "Part", "StepClock", "check_weights", "describe",
            "find_parts", "forward_nonfinite_table", "jacobian_tables", "labelled_weights", "part_routes",
            "route_for", "spectra_job", "timestep_and_gate_tables", "watched_by", "weight_reads"]

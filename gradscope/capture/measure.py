@@ -28,16 +28,7 @@ def spectra_job(step, labelled, parallel=True):
     from gradscope.spectra import blocks as sp
     from gradscope.spectra.workers import spectra_of_parts
 
-    jobs, seen = [], set()
-    for record in step.measured_calls():  # the weights of a module's first call stand for the step
-        if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
-            continue
-        seen.add(record.module)
-        for (layer, direction), weights in record.weights.items():
-            # a copy: the optimizer changes the parameters in place once the step is over
-            copied = {k: weights[k].detach().clone() for k in ("w_hh", "w_hr") if weights.get(k) is not None}
-            jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
-                         "kind": record.cell, "weights": copied})
+    jobs = _recurrent_blocks(step)
     labelled = {label: matrix.detach().clone() for label, matrix in labelled.items()}
     number = step.number
 
@@ -56,6 +47,22 @@ def spectra_job(step, labelled, parallel=True):
         return frame("spectra", rows), values, latest
 
     return compute
+
+
+def _recurrent_blocks(step):
+    """A copy of the recurrent weights of each module's first measured call (they stand for
+    the step), one spectra job per layer and direction."""
+    jobs, seen = [], set()
+    for record in step.measured_calls():
+        if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
+            continue
+        seen.add(record.module)
+        for (layer, direction), weights in record.weights.items():
+            # a copy: the optimizer changes the parameters in place once the step is over
+            copied = {k: weights[k].detach().clone() for k in ("w_hh", "w_hr") if weights.get(k) is not None}
+            jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
+                         "kind": record.cell, "weights": copied})
+    return jobs
 
 
 def jacobian_tables(step):
