@@ -14,6 +14,7 @@ from typing import Dict, Optional
 import pandas as pd
 
 from gradscope.analysis.verdict import ORDER
+from gradscope.records import TableSource, select_rows
 
 PREFIX = "gradscope"
 ROOT_NAME = "_root"  # the key name of the model itself when it is the recurrent part ("")
@@ -61,36 +62,21 @@ def metrics(source, step: Optional[int] = None) -> Dict[str, float]:
     return out
 
 
-class _OneStep:
-    """One step of a source, as a source ``analyze`` reads."""
+class _OneStep(TableSource):
+    """One step of a source, as a source ``analyze`` reads (reading only that step's rows)."""
 
     def __init__(self, source, step):
         self.meta = source.meta
-        self.name = getattr(source, "name", None)
+        self.name = source.name
         self._source = source
         self._step = step
 
-    def _rows(self, table):
-        return step_rows(self._source, table, self._step)
+    def table(self, table, steps=None, columns=None):
+        rows = self._source.table(table, [self._step], columns)
+        return rows if steps is None else select_rows(rows, table, steps, columns)
 
-    def timesteps(self):
-        return self._rows("timesteps")
-
-    def spectra(self):
-        return self._rows("spectra")
-
-    def gates(self):
-        return self._rows("gates")
-
-
-def step_rows(source, table, step):
-    """The rows of ``table`` at one step of a Scope or Run."""
-    method = getattr(source, table)
-    try:
-        return method(steps=[step])  # a Run seeks straight to the step's bytes
-    except TypeError:  # a source whose tables take no steps= (a live Scope)
-        rows = method()
-        return rows[rows["step"] == step]
+    def steps(self):
+        return [self._step]
 
 
 def _parts_of(meta):

@@ -6,6 +6,7 @@ table rows (in memory, and streamed to ``run_dir`` when given).
 """
 
 import threading
+from typing import Optional
 import warnings
 
 import pandas as pd
@@ -18,7 +19,7 @@ from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, P
                                weight_reads)
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
-from gradscope.records import SCHEMA_VERSION, TABLES, frame
+from gradscope.records import SCHEMA_VERSION, TABLES, Columns, Steps, TableSource, checked_columns, frame, select_rows, spectrum_of
 from gradscope.schedules import check_every
 from gradscope.spectra.background import BackgroundSpectra
 
@@ -62,7 +63,7 @@ def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=Fals
                  overwrite=overwrite, append=append)
 
 
-class Scope:
+class Scope(TableSource):
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
     def __init__(self, model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False,
@@ -208,66 +209,68 @@ class Scope:
                 self._writer.update_meta(self.meta)
         return route_for("track", self.mode)(self._capture(self._clock.open()), part, None, (value,), {})
 
-    # ---- the tables -------------------------------------------------------------------------
-    def timesteps(self):
-        return self._table("timesteps")
-
-    def spectra(self):
-        """Every recorded step's weight spectra (waits for those still computed in the background)."""
-        self._settle_spectra()
-        return self._table("spectra")
-
-    def jacobians(self):
-        return self._table("jacobians")
-
-    def lyapunov(self):
-        return self._table("lyapunov")
-
-    def gates(self):
-        return self._table("gates")
-
-    def forward_nonfinite(self):
-        """Where the forward pass held NaN/Inf: one row per call, place, layer and t."""
-        return self._table("forward_nonfinite")
-
-    def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
-        """Full singular values and complex eigenvalues of one weight block at a recorded step."""
-        from gradscope.capture.measure import latest_spectrum, pick_spectrum
-
-        self._settle_spectra()
-        try:
-            return pick_spectrum(self._values, module, layer=layer, direction=direction, gate=gate, step=step)
-        except KeyError:
-            # blocks over 256 rows/cols keep only their summary; the latest step's weights are
-            # at hand, so compute that one now
-            found = latest_spectrum(self._latest_weights, module, layer, direction, gate, step)
-            if found is None:
-                raise
-            return found
-
-    def steps(self):
-        """The recorded step numbers, as ``Run.steps()`` gives them."""
-        return sorted(int(s) for s in self.timesteps()["step"].unique())
-
-    def metrics(self, step=None):
-        """One recorded step (None: the latest) as a flat ``{name: float}`` for any logger
-        (gradscope.metrics; keys and the verdict codes in docs/integrations.md)."""
-        from gradscope.metrics import metrics
-
-        return metrics(self, step)
-
-    @property
-    def steps_seen(self):
-        """How many steps have closed, recorded or not."""
-        return self._clock.count
-
-    def _table(self, table):
+    # ---- the tables (gradscope.records.TableSource: the same methods as a loaded Run) -------
+    def table(self, table: str, steps: Steps = None, columns: Columns = None) -> pd.DataFrame:
+        """One table of what was recorded so far (``spectra`` waits for the spectra still
+        computed in the background). See ``TableSource.table``."""
+        if table == "spectra":
+            self._settle_spectra()
+        columns = checked_columns(table, columns)
         self._report_background_errors()
         with self._lock:
             if table not in self._cache:
                 parts = [f for f in self._tables[table] if len(f)]
                 self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
-            return self._cache[table].copy()
+            return select_rows(self._cache[table], table, steps, columns)
+
+    def steps(self) -> list:
+        """The recorded step numbers (those with rows in any table), increasing, as ``Run.steps()``."""
+        with self._lock:
+            found = {int(s) for frames in self._tables.values() for f in frames for s in pd.unique(f["step"])}
+        return sorted(found)
+
+    def spectrum(self, module: str, layer: int = 0, direction: str = "forward", gate: Optional[str] = None,
+                 step: int = -1) -> dict:
+        """See ``TableSource.spectrum``. A block over ``FULL_SPECTRUM_MAX`` rows and columns keeps
+        only its summary when recorded; for the latest recorded step its weights are at hand, so
+        its full spectrum is computed now."""
+        self._settle_spectra()
+        try:
+            return super().spectrum(module, layer=layer, direction=direction, gate=gate, step=step)
+        except KeyError:
+            found = self._spectrum_of_latest_weights(module, layer, direction, gate, step)
+            if found is None:
+                raise
+            return found
+
+    def _spectrum_steps(self):
+        with self._lock:
+            return sorted({int(v["step"]) for v in self._values})
+
+    def _spectrum_values(self, step):
+        with self._lock:
+            return [v for v in self._values if v["step"] == step]
+
+    def _spectrum_of_latest_weights(self, module, layer, direction, gate, step):
+        from gradscope.spectra import blocks as sp
+
+        entry = self._latest_weights.get((module, layer, direction))
+        if entry is None or step not in (-1, entry[0]):
+            return None
+        number, kind, weights = entry
+        blocks = [(module, weights)] if kind is None else sp.recurrent_blocks(kind, weights)
+        names = [name for name, _ in blocks]
+        gate = gate if gate is not None else ("all" if "all" in names else names[0])
+        for name, matrix in blocks:
+            if name == gate:
+                return spectrum_of(sp.spectrum_value(number, module, layer, direction, gate, matrix))
+        return None
+
+
+    @property
+    def steps_seen(self):
+        """How many steps have closed, recorded or not."""
+        return self._clock.count
 
     def _spectra_in_background(self):
         """``spectra="auto"``: in the background where the weights live on a GPU (their products

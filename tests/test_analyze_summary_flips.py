@@ -79,7 +79,7 @@ def test_latest_step_without_a_gain_falls_back_to_the_pooled_numbers():
 
 def test_terminal_table_names_the_step_beside_the_numbers():
     text = str(analyze(FakeSource(steps_of([0.85] * 3 + [0.95]))))
-    header, row = text.splitlines()[2:4]
+    header, _, row = text.splitlines()[2:5]  # header, its rule, the first row
     assert header.split()[4:7] == ["step", "gain", "horizon"]
     assert row.split()[4:7] == ["3", "0.95", "134.7"]
     assert row.split()[-1] == "healthy"

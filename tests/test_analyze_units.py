@@ -16,23 +16,20 @@ import pytest
 
 from gradscope.analysis import Diagnosis, Finding, Rules, analyze
 from gradscope.analysis.gain import horizon
-from gradscope.records import frame
+from gradscope.records import TableSource, frame, select_rows
 
 
-class FakeSource:
+class FakeSource(TableSource):
     def __init__(self, timesteps, spectra=None, gates=None, meta=None, name="fake"):
         self._tables = {"timesteps": timesteps, "spectra": spectra, "gates": gates}
         self.meta = meta or {"schema": 1, "name": name, "modules": {}}
         self.name = name
 
-    def timesteps(self):
-        return frame("timesteps", self._tables["timesteps"])
+    def table(self, table, steps=None, columns=None):
+        return select_rows(frame(table, self._tables.get(table)), table, steps, columns)
 
-    def spectra(self):
-        return frame("spectra", self._tables["spectra"])
-
-    def gates(self):
-        return frame("gates", self._tables["gates"])
+    def steps(self):
+        return sorted(int(s) for s in self.timesteps()["step"].unique())
 
 
 def chain(gain, T=60, *, module="rnn", cell="RNN_TANH", step=0, call=0, layer=0,

@@ -25,7 +25,8 @@ class FakeDiagnosis:
 
 
 ROWS = [
-    dict(module="rnn", layer=0, direction="forward", gain=0.3, horizon=5.7, max_grad_norm=0.0123,
+    dict(module="rnn", layer=0, direction="forward", cell="RNN_TANH", verdict_step=3, gain=0.3, horizon=5.7,
+         max_grad_norm=0.0123,
          nonfinite=0, sigma_max=0.3, verdict="vanishing"),
     dict(module="rnn", layer=0, direction="reverse", gain=0.97, horizon=math.inf, max_grad_norm=1.5,
          nonfinite=0, sigma_max=0.9, verdict="healthy"),
@@ -42,14 +43,22 @@ WELL = FakeDiagnosis(ROWS[1:2], [])
 
 def test_numbers_are_readable():
     assert [fmt(v) for v in (0.012345, 3.0, math.inf, math.nan, None, "x", 1234567.0)] == [
-        "0.0123", "3", "inf", "-", "-", "x", "1.23e+06"]
+        "0.0123", "3", "inf", "n/a", "n/a", "x", "1.23e+06"]
+
+
+def test_check_output_and_str_diagnosis_share_one_verdict_table():
+    from gradscope.analysis.diagnosis import verdict_table as summary_table
+
+    assert verdict_table(SICK) == summary_table(SICK.summary())
 
 
 def test_table_has_the_columns_and_one_row_per_part():
     lines = verdict_table(SICK).splitlines()
-    assert lines[0].split() == ["module", "layer", "direction", "gain", "horizon", "max_grad_norm", "verdict"]
+    assert lines[0].split() == ["module", "layer", "direction", "cell", "step", "gain", "horizon", "max_grad_norm",
+                                "nonfinite", "sigma_max", "verdict"]
     assert len(lines) == 2 + len(ROWS)
-    assert lines[2].split() == ["rnn", "0", "forward", "0.3", "5.7", "0.0123", "vanishing"]
+    assert lines[2].split() == ["rnn", "0", "forward", "RNN_TANH", "3", "0.3", "5.7", "0.0123", "0", "0.3",
+                                "vanishing"]
     assert lines[4].split()[0] == "(root)"
 
 
@@ -99,7 +108,8 @@ def test_junit_of_a_healthy_model_has_no_failure(tmp_path):
 def test_markdown_summary():
     text = markdown_summary(SICK, "t.py:make")
     assert text.startswith("### gradscope check `t.py:make`: ❌ unhealthy")
-    assert "| module | layer | direction | gain | horizon | max_grad_norm | verdict |" in text
-    assert "| rnn | 0 | forward | 0.3 | 5.7 | 0.0123 | vanishing |" in text
+    assert ("| module | layer | direction | cell | step | gain | horizon | max_grad_norm | nonfinite | sigma_max "
+            "| verdict |") in text
+    assert "| rnn | 0 | forward | RNN_TANH | 3 | 0.3 | 5.7 | 0.0123 | 0 | 0.3 | vanishing |" in text
     assert "advice: use an LSTM" in text
     assert "✅ healthy" in markdown_summary(WELL)

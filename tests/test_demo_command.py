@@ -1,6 +1,7 @@
 """`gradscope demo` at tiny settings: three run folders, one comparison report with task loss."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +117,12 @@ def test_demo_leaves_torch_threads_as_they_were(tmp_path):
     assert torch.get_num_threads() == before
 
 
-def test_command_defaults_match_the_runner():
-    for key, value in demo_command.DEFAULTS.items():
-        assert demo_runner.DEFAULTS[key] == value, key
+def test_command_defaults_are_the_runners_and_load_without_torch():
+    import subprocess
+    import sys
+
+    assert demo_command.DEFAULTS is demo_runner.DEFAULTS
+    code = "import sys, gradscope.commands.demo; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(demo_command.__file__).parents[2]))
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

@@ -99,11 +99,13 @@ def test_a_rank_that_raises_leaves_no_process_hanging(tmp_path):
 
 def test_reduce_keeps_a_nan_from_any_rank_and_weights_gates_by_count():
     base = dict(step=0, module="", cell="RNN_TANH", call=0, layer=0, direction="forward", state="h", t=0)
-    ts = [pd.DataFrame([dict(base, batch=2, grad_norm=1.0, carried_norm=0.5, direct_norm=0.5, nonfinite=0)]),
+    ts = [pd.DataFrame([dict(base, batch=2, grad_norm=1.0, carried_norm=0.5, direct_norm=0.5, nonfinite=0,
+                             finite_grad_norm=1.0)]),
           pd.DataFrame([dict(base, batch=2, grad_norm=float("nan"), carried_norm=1.5, direct_norm=0.5,
-                             nonfinite=1)])]
+                             nonfinite=1, finite_grad_norm=3.0)])]
     out = reduce_rows("timesteps", ts).iloc[0]
     assert pd.isna(out["grad_norm"]) and out["carried_norm"] == 1.0 and out["nonfinite"] == 1
+    assert out["finite_grad_norm"] == 2.0  # the finite sequences of both ranks
     gate = dict(step=0, module="", call=0, layer=0, direction="forward", gate="f", activation="sigmoid")
     gs = [pd.DataFrame([dict(gate, count=1, mean=0.2, low=0.0, high=0.0)]),
           pd.DataFrame([dict(gate, count=3, mean=0.6, low=1.0, high=0.0)])]

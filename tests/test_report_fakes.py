@@ -6,15 +6,15 @@ Other test_report_* files import FakeSource from here."""
 import numpy as np
 import pandas as pd
 
-from gradscope.records import TABLES, frame
+from gradscope.records import TABLES, TableSource, frame, select_rows
 
 GATES = {"RNN_TANH": ("hh",), "GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
 ACTIVATION = {"hh": "tanh", "r": "sigmoid", "z": "sigmoid", "n": "tanh",
               "i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid"}
 
 
-class FakeSource:
-    """Duck-typed like a Scope: name, meta, the five tables and spectrum().
+class FakeSource(TableSource):
+    """A table source like a Scope: name, meta, the tables and spectrum().
 
     Per step s the gain drifts from ``gain`` toward ``gain * drift``; the loss enters at the
     last time step only (direct = 1 there), so total_t = gain**(T-1-t) for the forward direction.
@@ -64,8 +64,11 @@ class FakeSource:
                                 jac.append((step, module, 0, layer, direction, t, g * (1 + 0.1 * np.sin(t))))
                             for i in range(hidden):
                                 lya.append((step, module, layer, direction, i, np.log(g) - 0.2 * i))
+        timesteps = pd.DataFrame(ts, columns=[c for c in TABLES["timesteps"] if c != "finite_grad_norm"])
+        # the mean over the finite sequences: the total where all are finite (fewer is not modelled)
+        timesteps["finite_grad_norm"] = timesteps["grad_norm"].where(timesteps["nonfinite"] == 0)
         self._tables = {
-            "timesteps": frame("timesteps", pd.DataFrame(ts, columns=TABLES["timesteps"])),
+            "timesteps": frame("timesteps", timesteps),
             "spectra": frame("spectra", pd.DataFrame(sp, columns=TABLES["spectra"]) if spectra else None),
             "jacobians": frame("jacobians", pd.DataFrame(jac, columns=TABLES["jacobians"]) if jac else None),
             "lyapunov": frame("lyapunov", pd.DataFrame(lya, columns=TABLES["lyapunov"]) if lya else None),
@@ -73,23 +76,14 @@ class FakeSource:
         }
         self._has_spectra = spectra
 
-    def timesteps(self):
-        return self._tables["timesteps"].copy()
+    def table(self, table, steps=None, columns=None):
+        rows = self._tables.get(table)
+        if rows is None:  # forward_nonfinite: the fakes' forward passes are finite
+            rows = frame(table)
+        return select_rows(rows, table, steps, columns)
 
-    def spectra(self):
-        return self._tables["spectra"].copy()
-
-    def jacobians(self):
-        return self._tables["jacobians"].copy()
-
-    def lyapunov(self):
-        return self._tables["lyapunov"].copy()
-
-    def gates(self):
-        return self._tables["gates"].copy()
-
-    def forward_nonfinite(self):
-        return frame("forward_nonfinite")  # the fakes' forward passes are finite
+    def steps(self):
+        return sorted(int(s) for s in self._tables["timesteps"]["step"].unique())
 
     def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
         if not self._has_spectra:
@@ -129,3 +123,4 @@ def write_run_folder(source, path):
                                    "eigenvalues_real": eig.real.tolist(), "eigenvalues_imag": eig.imag.tolist()})
             writer.write_step(int(step), {name: t[t["step"] == step] for name, t in tables.items()}, values)
     return path
+

@@ -228,6 +228,10 @@ def test_reporting_first_leaves_gradscope_analyze_callable(tmp_path):
     code = ("import gradscope; from test_report_fakes import FakeSource; "
             "s = FakeSource(cell='GRU', layers=1, T=5, steps=1, jacobians=False, spectra=False); "
             f"gradscope.report(s, {str(tmp_path)!r}); print(gradscope.analyze(s).ok)")
+    import os
+
+    # this checkout's gradscope, whichever one the interpreter has installed
+    env = {**os.environ, "PYTHONPATH": str(Path(gradscope.__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]

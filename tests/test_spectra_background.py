@@ -2,6 +2,7 @@
 used, the same numbers as at step close, every step's kept (nothing skipped while the worker is
 busy), errors reported, and the run folder gets every step's spectra as rows added to it."""
 
+import re
 import threading
 import time
 import warnings
@@ -183,6 +184,9 @@ def test_an_added_commit_for_an_unknown_step_is_dropped(tmp_path):
         writer.write_step(0, {"timesteps": tables["timesteps"]})
         writer.add_to_step(0, {"spectra": tables["spectra"]})
     text = (path / "steps.jsonl").read_text().replace('"step": 0, "files": {"spectra', '"step": 7, "files": {"spectra')
+    # without their own "crc" (as older runs wrote them) the lines are read as they say: the
+    # edited step number is not caught as damage but as an unknown step
+    text = re.sub(r', "crc": \d+\}', "}", text)
     (path / "steps.jsonl").write_text(text)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

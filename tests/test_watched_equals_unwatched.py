@@ -99,10 +99,12 @@ def test_gate_nodes_first_and_second_derivatives():
     assert torch.autograd.gradgradcheck(gru, (xw, hh, h))
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_double_backward_through_a_recorded_step(kind):
-    """A gradient penalty (create_graph=True) gives the same result watched and unwatched (the
-    step itself is not recorded: torch.autograd.grad skips the probes, and a warning says so)."""
+def test_double_backward_through_a_recorded_step(kind, mode):
+    """A gradient penalty (create_graph=True) gives the same result watched and unwatched (on
+    the exact route the step itself is not recorded: torch.autograd.grad skips the probes, and
+    a warning says so; the fast route needs no probe and records it)."""
     module, x = make(kind, torch.float64)
     x.requires_grad_(True)
 
@@ -114,7 +116,12 @@ def test_double_backward_through_a_recorded_step(kind):
         return [p.grad.clone() for p in module.parameters()]
 
     plain = penalty()
-    with gradscope.watch(module), pytest.warns(GradscopeWarning, match="computes only some gradients"):
-        watched = penalty()
+    if mode == "exact":
+        with gradscope.watch(module, mode=mode), pytest.warns(GradscopeWarning, match="computes only some gradients"):
+            watched = penalty()
+    else:
+        with gradscope.watch(module, mode=mode) as scope:
+            watched = penalty()
+        assert len(scope.timesteps()) > 0
     for got, want in zip(watched, plain):
         assert largest_relative_gap(got, want) <= ROUNDING[torch.float64]

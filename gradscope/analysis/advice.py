@@ -152,7 +152,7 @@ def _set_gate_bias(part, gate_index, n_gates, value, gate_words):
 
 
 def forget_bias(part) -> str:
-    return (f"set the forget-gate bias to 1.0 (Gers et al. 2000; Jozefowicz et al. 2015): "
+    return ("set the forget-gate bias to 1.0 (Gers et al. 2000; Jozefowicz et al. 2015): "
             + _set_gate_bias(part, 1, 4, 1.0, "forget-gate"))
 
 
@@ -167,8 +167,8 @@ def chrono_forget_bias(part, steps, forget_mean) -> str:
 
 
 def update_gate_bias(part) -> str:
-    return (f"set the update-gate bias to 1.0 so that z starts near 0.73 and the state is "
-            f"kept (h' = (1-z)*n + z*h): " + _set_gate_bias(part, 1, 3, 1.0, "update-gate"))
+    return ("set the update-gate bias to 1.0 so that z starts near 0.73 and the state is "
+            "kept (h' = (1-z)*n + z*h): " + _set_gate_bias(part, 1, 3, 1.0, "update-gate"))
 
 
 def join(*actions) -> str:

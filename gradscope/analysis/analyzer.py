@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping, Optional, Union
 
 import pandas as pd
 
@@ -11,31 +12,39 @@ from gradscope.analysis.diagnosis import Diagnosis, Finding
 from gradscope.analysis.measures import build_parts
 from gradscope.analysis.nonfinite_origin import trace_nonfinite
 from gradscope.analysis.nothing_recorded import NO_STEPS_ADVICE, no_steps_finding, recorded_steps
-from gradscope.analysis.rules import Rules
+from gradscope.analysis.rules import Rules, as_rules
+from gradscope.records import TableSource, open_source
 
 
-def analyze(source, rules=None) -> Diagnosis:
-    """Verdicts with evidence and advice for a watched run.
+def analyze(source: Union[TableSource, str, os.PathLike],
+            rules: Optional[Union[Rules, Mapping[str, Any]]] = None) -> Diagnosis:
+    """Verdicts with evidence and advice for a watched run. Never raises on bad gradients: NaN
+    and Inf are findings.
 
-    source: a live ``Scope`` (``gradscope.watch``), a loaded ``Run`` (``gradscope.load``), or
-    the path of a run folder. rules: a ``Rules``, a plain mapping of rule names (see
-    ``Rules.from_mapping``), or None for the defaults. Never raises on bad gradients (NaN and
-    Inf are findings); raises TypeError for a source it cannot read.
+    Args:
+        source: a live ``Scope`` (``gradscope.watch``), a loaded ``Run`` (``gradscope.load``),
+            another ``gradscope.records.TableSource``, or the path of a run folder.
+        rules: a ``Rules``, a plain mapping of rule names (``Rules.from_mapping``), or None
+            for the defaults.
+    Returns:
+        The Diagnosis: ``ok``, ``findings``, ``summary()``, ``per_step()``, ``to_dict()``.
+    Raises:
+        TypeError: a source it cannot read, or rules of another type.
+        ValueError: an unknown rule name or a rule value that is not a number.
+        FileNotFoundError: a run folder path that does not exist.
     """
-    rules = _rules(rules)
-    source = _resolve(source)
-    timesteps = _table(source, "timesteps")
-    spectra = _table(source, "spectra")
-    gates = _table(source, "gates")
-    meta = getattr(source, "meta", None) or {}
-    name = getattr(source, "name", None) or meta.get("name") or type(source).__name__
+    rules = as_rules(rules)
+    source = open_source(source, "gradscope.analyze")
+    timesteps, spectra, gates = source.timesteps(), source.spectra(), source.gates()
+    meta = source.meta or {}
+    name = source.name or meta.get("name") or type(source).__name__
 
     parts = build_parts(timesteps, spectra, gates, meta, rules)
     found = []
     for part in parts:
         for kind in finding_kinds.ALL:
             found.extend(kind(part, rules))
-    forward = _table(source, "forward_nonfinite")
+    forward = source.forward_nonfinite()
     found = [trace_nonfinite(f, forward, meta) for f in found]
     if not recorded_steps(timesteps, spectra, gates):
         found.append(no_steps_finding(source))
@@ -50,34 +59,3 @@ def analyze(source, rules=None) -> Diagnosis:
     per_step = (pd.concat([part.per_step for part in parts], ignore_index=True)
                 if parts else pd.DataFrame())
     return Diagnosis(str(name), found, summary, per_step, rules)
-
-
-def _rules(rules) -> Rules:
-    if rules is None:
-        return Rules()
-    if isinstance(rules, Rules):
-        return rules
-    if hasattr(rules, "items"):
-        return Rules.from_mapping(rules)
-    raise TypeError(f"rules must be a gradscope.Rules, a mapping of rule names or None, "
-                    f"got {type(rules).__name__}")
-
-
-def _resolve(source):
-    if isinstance(source, (str, os.PathLike)):
-        from gradscope.store import load  # written alongside; imported when first needed
-        return load(source)
-    if not callable(getattr(source, "timesteps", None)):
-        raise TypeError(
-            f"gradscope.analyze needs a Scope (gradscope.watch), a Run (gradscope.load) or a "
-            f"run folder path; got {type(source).__name__}, which has no timesteps() method")
-    return source
-
-
-def _table(source, name):
-    """The table, or None when the source does not offer it (a minimal custom source)."""
-    method = getattr(source, name, None)
-    if not callable(method):
-        return None
-    frame = method()
-    return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)

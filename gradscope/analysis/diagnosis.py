@@ -10,6 +10,8 @@ from typing import Any, Dict, List
 import numpy as np
 import pandas as pd
 
+from gradscope.display import fmt, module_label
+
 SEVERITIES = ("info", "warning", "error")
 
 SUMMARY_COLUMNS = [
@@ -67,14 +69,9 @@ class Finding:
         if self.module is None:  # a finding about the whole run (e.g. no_steps)
             where = "the whole run"
         else:
-            where = f"{self.module or '<root>'} layer {self.layer} {self.direction}"
+            where = f"{module_label(self.module)} layer {self.layer} {self.direction}"
         lines = [f"[{self.severity}] {self.kind} in {where}: {self.message}"]
-        numbers = {k: v for k, v in self.evidence.items() if not _is_sentence(v)}
-        sentences = {k: v for k, v in self.evidence.items() if _is_sentence(v)}
-        if numbers:
-            lines.append("  evidence: " + ", ".join(
-                f"{key}={_short(value)}" for key, value in numbers.items()))
-        lines.extend(f"  {key}: {value}" for key, value in sentences.items())
+        lines.extend(f"  {line}" for line in evidence_lines(self.evidence))
         if self.advice:
             lines.append(f"  advice: {self.advice}")
         return "\n".join(lines)
@@ -110,7 +107,14 @@ class Diagnosis:
         """The same measurements for each recorded step alone: did it start healthy and degrade?"""
         return self._per_step.copy()
 
-    def by_kind(self, kind) -> List[Finding]:
+    def by_kind(self, kind: str) -> List[Finding]:
+        """The findings of one kind.
+
+        Args:
+            kind: ``"vanishing"``, ``"exploding"``, ``"nonfinite"``, ``"saturation"``, ...
+        Returns:
+            Those findings, most severe first.
+        """
         return [f for f in self.findings if f.kind == kind]
 
     def to_dict(self) -> dict:
@@ -131,7 +135,7 @@ class Diagnosis:
         head = f"gradscope diagnosis of {self.name}: {status} ({count_findings(self.findings)})"
         lines = [head, ""]
         if not self._summary.empty:
-            lines.append(_table(self._summary))
+            lines.append(verdict_table(self._summary))
             lines.append("")
         lines.extend(str(f) for f in self.findings)
         return "\n".join(lines).rstrip() + "\n"
@@ -181,35 +185,73 @@ def jsonable(value):
     return str(value)
 
 
-def _is_sentence(value):
-    return isinstance(value, str) and " " in value
+def evidence_lines(evidence: Dict[str, Any]) -> List[str]:
+    """A finding's evidence as text: ``evidence: key=value, ...`` for the numbers, then one
+    ``key: sentence`` line for each sentence.
+
+    Args:
+        evidence: ``Finding.evidence``.
+    Returns:
+        The lines, without indent.
+    """
+    numbers, sentences = [], []
+    for key, value in (evidence or {}).items():
+        if isinstance(value, str) and " " in value:
+            sentences.append(f"{key}: {value}")
+        else:
+            shown = str(value) if isinstance(value, (bool, str)) else fmt(value, digits=4)
+            numbers.append(f"{key}={shown}")
+    return ([f"evidence: {', '.join(numbers)}"] if numbers else []) + sentences
 
 
-def _short(value):
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+# the terminal verdict table (str(diagnosis), gradscope check, its Markdown summary):
+# (summary column, title); numbers right-aligned
+VERDICT_TABLE = [("module", "module"), ("layer", "layer"), ("direction", "direction"), ("cell", "cell"),
+                 ("verdict_step", "step"), ("gain", "gain"), ("horizon", "horizon"),
+                 ("max_grad_norm", "max_grad_norm"), ("nonfinite", "nonfinite"), ("sigma_max", "sigma_max"),
+                 ("verdict", "verdict")]
+_TEXT_COLUMNS = {"module", "direction", "cell", "verdict"}
 
 
-_TABLE_COLUMNS = [("module", "module"), ("layer", "layer"), ("direction", "dir"),
-                  ("cell", "cell"), ("verdict_step", "step"), ("gain", "gain"), ("horizon", "horizon"),
-                  ("max_grad_norm", "max|grad|"), ("nonfinite", "nonfinite"),
-                  ("sigma_max", "sigma_max"), ("verdict", "verdict")]
+def verdict_cells(summary: pd.DataFrame) -> List[List[str]]:
+    """The verdict table's rows as display strings, one per module, layer and direction.
 
-
-def _table(summary):
-    header = [title for _, title in _TABLE_COLUMNS]
-    body = []
-    for row in summary.to_dict(orient="records"):
+    Args:
+        summary: ``Diagnosis.summary()`` (a column it lacks shows as ``n/a``).
+    Returns:
+        One list of strings per row, in ``VERDICT_TABLE`` order.
+    """
+    rows = []
+    for record in summary.to_dict(orient="records"):
         cells = []
-        for column, _ in _TABLE_COLUMNS:
-            value = row[column]
-            if column == "module" and value == "":
-                value = "<root>"
-            if column == "verdict_step" and (value is None or value is pd.NA):
-                value = "all"   # the latest step had no gain: the pooled numbers decide
-            cells.append(_short(value) if isinstance(value, float) else str(value))
-        body.append(cells)
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    render = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([render(header)] + [render(cells) for cells in body])
+        for column, _ in VERDICT_TABLE:
+            value = record.get(column)
+            if column == "module":
+                cells.append(module_label(value))
+            elif column == "verdict_step" and (value is None or value is pd.NA):
+                cells.append("all")  # the latest step had no gain: the pooled numbers decide
+            else:
+                cells.append(fmt(value, digits=4))
+        rows.append(cells)
+    return rows
+
+
+def verdict_table(summary: pd.DataFrame) -> str:
+    """The terminal verdict table: a header and one aligned line per part.
+
+    Args:
+        summary: ``Diagnosis.summary()``.
+    Returns:
+        The table, or ``(nothing measured)`` when the summary is empty.
+    """
+    rows = verdict_cells(summary)
+    if not rows:
+        return "(nothing measured)"
+    header = [title for _, title in VERDICT_TABLE]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(cell.ljust(w) if column in _TEXT_COLUMNS else cell.rjust(w)
+                         for cell, w, (column, _) in zip(cells, widths, VERDICT_TABLE)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(cells) for cells in rows])

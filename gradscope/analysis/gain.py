@@ -29,10 +29,16 @@ def joint_state(rows: pd.DataFrame) -> pd.DataFrame:
     if not values.duplicated(KEYS).any():  # one state (RNN, GRU): nothing to combine
         joint = values.sort_values(KEYS)
     else:
+        # divided by the largest state's norm first, so that float64 norms near 1e-300 or
+        # 1e+300 do not underflow or overflow when squared
+        scale = values.groupby(KEYS, sort=True)[norms].max()
+        scale = scale.where((scale > 0) & np.isfinite(scale), 1.0)
+        row_scale = values.groupby(KEYS, sort=True)[norms].transform("max")
+        row_scale = row_scale.where((row_scale > 0) & np.isfinite(row_scale), 1.0)
         squared = values.copy()
-        squared[norms] = squared[norms] ** 2
+        squared[norms] = (values[norms] / row_scale) ** 2
         grouped = squared.groupby(KEYS, sort=True)
-        joint = np.sqrt(grouped[norms].sum())
+        joint = np.sqrt(grouped[norms].sum()) * scale
         # groupby sum skips NaN: a NaN in any state must poison the joint value instead
         poisoned = values[norms].isna().groupby([values[k] for k in KEYS], sort=True).any()
         joint = joint.mask(poisoned.to_numpy())

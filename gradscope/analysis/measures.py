@@ -11,6 +11,7 @@ import pandas as pd
 from gradscope.analysis import gain as gainmath
 from gradscope.analysis.flips import verdict_changes
 from gradscope.analysis.verdict import verdict
+from gradscope.display import module_label
 
 PART = ["module", "layer", "direction"]
 
@@ -31,10 +32,10 @@ class Part:
 
     @property
     def label(self) -> str:
-        return f"{self.module or '<root>'} layer {self.layer} {self.direction}"
+        return f"{module_label(self.module)} layer {self.layer} {self.direction}"
 
 
-def measure(rows: pd.DataFrame, direction: str, rules):
+def part_numbers(rows: pd.DataFrame, direction: str, rules):
     """The numbers of a set of timesteps rows, for all of them and per recorded step.
 
     Returns (overall, per_step): overall is a dict with gain, horizon, max_grad_norm,
@@ -122,7 +123,7 @@ def build_parts(timesteps, spectra, gates, meta, rules) -> list:
 def _fill_numbers(part, spectra, rules):
     seq_len = gainmath.sequence_length(part.rows)
     required = rules.required_horizon(seq_len)
-    overall, per_step = measure(part.rows, part.direction, rules)
+    overall, per_step = part_numbers(part.rows, part.direction, rules)
     overall_verdict = verdict(overall["gain"], overall["horizon"], overall["max_grad_norm"],
                               overall["nonfinite"], required, rules)
     per_step["verdict"] = [

@@ -112,6 +112,28 @@ class Rules:
         return float(seq_len) if seq_len and seq_len > 0 else math.nan
 
 
+def as_rules(rules: Optional[Rules | Mapping[str, Any]]) -> Rules:
+    """The one way gradscope reads a ``rules=`` argument (analyze, check, the CI gate).
+
+    Args:
+        rules: a ``Rules``; a mapping of rule names to values (``Rules.from_mapping``: dashes
+            read as underscores, values as numbers); or None for the defaults.
+    Returns:
+        The Rules.
+    Raises:
+        ValueError: an unknown rule name or a value that is not a number.
+        TypeError: anything else.
+    """
+    if rules is None:
+        return Rules()
+    if isinstance(rules, Rules):
+        return rules
+    if isinstance(rules, Mapping):
+        return Rules.from_mapping(rules)
+    raise TypeError(f"rules must be a gradscope.Rules, a mapping of rule names (e.g. {{'min_horizon': 100}}) "
+                    f"or None, got {type(rules).__name__}")
+
+
 def _number(key, value):
     if key == "min_horizon" and value is None:
         return None

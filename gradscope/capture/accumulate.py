@@ -10,6 +10,8 @@ backward. Nothing here syncs with the host: results stay on the device until the
 
 import torch
 
+from gradscope.capture.norms import row_norms
+
 _PARTS = ("carried", "direct")
 
 
@@ -78,12 +80,12 @@ class Series:
         if direct is None:
             direct = torch.zeros_like(like)
         total = carried + direct
-        total_norm = torch.linalg.vector_norm(total, dim=1, dtype=torch.float64)
+        total_norm = row_norms(total)
         nonfinite = ~torch.isfinite(total).all(dim=1)
         norms = torch.stack([
             total_norm,
-            torch.linalg.vector_norm(carried, dim=1, dtype=torch.float64),
-            torch.linalg.vector_norm(direct, dim=1, dtype=torch.float64),
+            row_norms(carried),
+            row_norms(direct),
             nonfinite.to(torch.float64),
             total_norm.masked_fill(nonfinite, 0.0),
         ])

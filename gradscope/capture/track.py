@@ -14,6 +14,7 @@ import math
 import torch
 from torch.autograd.graph import get_gradient_edge
 
+from gradscope.capture.norms import row_norms
 from gradscope.capture.vjp import step_vjp
 
 STATE_NAMES = ("h", "c")
@@ -52,8 +53,7 @@ class TrackRecord:
         carried = self.carried.pop((state, t), None)
         carried = torch.zeros_like(flat) if carried is None else _rows(carried).to(flat.dtype)
         direct = flat - carried
-        norms = torch.stack([torch.linalg.vector_norm(v, dim=1, dtype=torch.float64)
-                             for v in (flat, carried, direct)])
+        norms = torch.stack([row_norms(v) for v in (flat, carried, direct)])
         if t in self.failed:
             norms[1:] = math.nan
         nonfinite = (~torch.isfinite(flat)).any(dim=1)

@@ -34,12 +34,23 @@ def exact_module_forward(ctx, name, module, input, hx=None):
                         call.states, rows.device, sorted_indices=layout.sorted_indices)
     ctx.add_call(record)
     note_nonfinite_rows(record, "input", 0, rows)
+    low = _autocast_dtype(call, rows)
     finals = {state: [] for state in call.states}
     layer_in = rows
     for layer in range(call.layers):
         layer_out = _exact_layer(ctx, record, call, layer, layer_in, finals)
         layer_in = call.next_layer_input(layer, layer_out)
-    return layout.output(layer_in), _returned_states(ctx, record, call, finals)
+    if low is not None:
+        layer_in = layer_in.to(low)
+    return layout.output(layer_in), _returned_states(ctx, record, call, finals, low)
+
+
+def _autocast_dtype(call, rows):
+    """CPU autocast runs aten::lstm as one lower-precision kernel (RNN and GRU run as cell ops
+    there, as here): its outputs come back in that dtype, so ours do too. None: no cast."""
+    if call.is_lstm and rows.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return None
 
 
 def _exact_layer(ctx, record, call, layer, layer_in, finals):
@@ -64,11 +75,14 @@ def _exact_layer(ctx, record, call, layer, layer_in, finals):
     return layer_out
 
 
-def _returned_states(ctx, record, call, finals):
-    """The final states as the module returns them: h, or (h, c), each a hooked copy."""
+def _returned_states(ctx, record, call, finals, low):
+    """The final states as the module returns them (in dtype ``low`` where not None): h, or
+    (h, c), each a hooked copy."""
     user = []
     for state, pieces in finals.items():
         internal = call.layout.user_order(torch.stack(pieces))
+        if low is not None:
+            internal = internal.to(low)
         user.append(ctx.returned_state(record, state, internal, cell=False, squeeze=not call.layout.is_batched))
     return tuple(user) if call.is_lstm else user[0]
 

@@ -7,6 +7,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from gradscope.commands.arguments import positive_int
+
 HEALTHY, UNHEALTHY, USAGE = 0, 1, 2
 
 DESCRIPTION = """\
@@ -16,16 +18,6 @@ TARGET is package.module:function or path/to/file.py:function. The function take
 arguments and returns (model, step); step() runs one forward and backward pass of model.
 Exit status: 0 healthy, 1 unhealthy, 2 usage error or a target that fails to import or run.
 """
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _rules_epilog():
@@ -50,7 +42,7 @@ def add_arguments(parser):
         help="module:function or file.py:function returning (model, step) "
         "(default: target in [tool.gradscope.check])",
     )
-    parser.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--steps", type=positive_int, default=None, metavar="N",
                         help="how many times to call step() under watch (default: steps in the config, else 1)")
     parser.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
                         help="override one Rules threshold; repeat for more (names listed below)")
@@ -107,7 +99,7 @@ def _write(path, text):
 
 def run(args):
     from gradscope.analysis import analyze
-    from gradscope.gate.health_check import NothingRecordedError, measure
+    from gradscope.gate.health_check import NothingRecordedError, watch_steps
     from gradscope.gate.config import ConfigError
     from gradscope.gate.output import markdown_summary, text_report, write_junit
     from gradscope.gate.targets import TargetError, load_target
@@ -120,7 +112,7 @@ def run(args):
     try:
         model, step = load_target(target)
         try:
-            scope = measure(model, step, steps)
+            scope = watch_steps(model, step, steps)
         except NothingRecordedError as error:
             # the gate ran and measured nothing: a failed gate (exit 1) with every output written
             print(f"gradscope check: nothing was measured: {error}", file=sys.stderr)

@@ -3,24 +3,10 @@
 Heavy imports (torch, the tasks) happen in ``run`` so that ``gradscope --help`` stays fast.
 """
 
-import argparse
 import sys
 
-# kept in step with gradscope.tasks.demo.DEFAULTS (a test checks they agree)
-DEFAULTS = {"task": "adding", "steps": 1500, "seq_len": 100, "hidden": 32, "seed": 0, "every": 50,
-            "out": "reports/demo"}
-TASK_NAMES = ("adding", "copy", "charlm")
-
-
-def positive_int(text):
-    """argparse type: a whole number >= 1 (argparse names the flag in its error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+from gradscope.commands.arguments import positive_int
+from gradscope.tasks.defaults import DEFAULTS, TASK_NAMES
 
 
 def add_arguments(parser):

@@ -1,5 +1,6 @@
 """``gradscope report RUN_DIR``: render a saved run folder as an HTML report."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def run(args):
         print(f"gradscope report: RUN_DIR {error}", file=sys.stderr)
         return USAGE
     out = Path(args.out) if args.out else run_dir / "report"
+    if not args.out and out.is_symlink():
+        # the folder came with the run, maybe from someone else: writing (and clearing old
+        # figures) through a link there could change files anywhere
+        print(f"gradscope report: {out} is a symbolic link (to {os.readlink(out)}); gradscope does "
+              "not write through links inside a run folder. Pass --out DIR.", file=sys.stderr)
+        return USAGE
     try:
         page = report(run, out, title=args.title)
     except (FileNotFoundError, ValueError) as error:  # RunFormatError is a ValueError

@@ -96,11 +96,8 @@ def make_rules(*overrides):
     for mapping in overrides:
         merged.update(mapping or {})
     _check_names(merged, "the rule settings")
-    Rules = _rules_class()
     try:
-        if hasattr(Rules, "from_mapping"):
-            return Rules.from_mapping(merged)
-        return Rules(**merged)
+        return _rules_class().from_mapping(merged)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid rule setting: {error}") from error
 

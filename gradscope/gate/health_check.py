@@ -5,7 +5,18 @@ The same gate backs ``gradscope check`` (CLI), ``gradscope.check`` (Python) and
 ``gradscope.testing.assert_gradients_healthy`` (tests).
 """
 
-from collections.abc import Mapping
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+
+if TYPE_CHECKING:  # imported when first used: the pytest plugin loads this module in every session
+    import torch
+
+    from gradscope.analysis.diagnosis import Diagnosis
+    from gradscope.analysis.rules import Rules
+    from gradscope.scope import Scope
+
+RulesLike = Union[None, "Rules", Mapping[str, Any]]
 
 
 class NothingRecordedError(RuntimeError):
@@ -17,24 +28,18 @@ class NothingRecordedError(RuntimeError):
         self.scope = scope
 
 
-def as_rules(rules):
-    """A ``Rules`` from None (defaults), a ``Rules``, or a mapping of field overrides."""
-    from gradscope.analysis import Rules
+def watch_steps(model: torch.nn.Module, step: Callable[[], object], steps: int = 1) -> Scope:
+    """Watch ``model`` while ``step()`` runs ``steps`` times.
 
-    if rules is None or isinstance(rules, Rules):
-        return rules
-    if isinstance(rules, Mapping):
-        from gradscope.gate.config import make_rules
-
-        return make_rules(rules)
-    raise TypeError(f"rules must be a gradscope.Rules, a mapping of its fields, or None; got {type(rules).__name__}")
-
-
-def measure(model, step, steps=1):
-    """Watch ``model`` while ``step()`` runs ``steps`` times; return the stopped Scope.
-
-    Raises ``NothingRecordedError`` when no step reached a watched module (so an empty
-    measurement never passes as healthy); whatever ``step()`` raises passes through.
+    Args:
+        model: the model to watch.
+        step: runs one forward and backward pass of ``model``.
+        steps: how many times to call ``step``.
+    Returns:
+        The stopped Scope.
+    Raises:
+        NothingRecordedError: no step reached a watched module (an empty measurement never
+            passes as healthy). Whatever ``step()`` raises passes through.
     """
     from gradscope.scope import watch
 
@@ -55,14 +60,24 @@ def measure(model, step, steps=1):
     return scope
 
 
-def check(model, step, rules=None, steps=1):
-    """Watch ``model`` while ``step()`` runs ``steps`` times and return ``analyze``'s Diagnosis.
+def check(model: torch.nn.Module, step: Callable[[], object], rules: RulesLike = None,
+          steps: int = 1) -> Diagnosis:
+    """Watch ``model`` while ``step()`` runs ``steps`` times and apply the Rules.
 
-    ``step`` runs one forward and backward pass of ``model``; ``rules`` is a ``Rules``, a
-    mapping of Rules fields to override, or None for the defaults. ``diagnosis.ok`` is the
-    verdict: False when any finding has severity ``error``.
+    Args:
+        model: the model to watch.
+        step: runs one forward and backward pass of ``model``.
+        rules: a ``Rules``, a mapping of Rules fields to override, or None for the defaults.
+        steps: how many times to call ``step``.
+    Returns:
+        ``analyze``'s Diagnosis; ``diagnosis.ok`` is the verdict (False when any finding has
+        severity ``error``).
+    Raises:
+        NothingRecordedError: see ``watch_steps``.
+        ValueError: an unknown rule name, before ``step`` runs.
     """
     from gradscope.analysis import analyze
+    from gradscope.analysis.rules import as_rules
 
     rules = as_rules(rules)
-    return analyze(measure(model, step, steps), rules)
+    return analyze(watch_steps(model, step, steps), rules)

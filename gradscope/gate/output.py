@@ -3,60 +3,24 @@
 import math
 import xml.etree.ElementTree as ET
 
+from gradscope.analysis.diagnosis import VERDICT_TABLE, evidence_lines, verdict_cells
+from gradscope.analysis.diagnosis import verdict_table as summary_table
+from gradscope.display import compact_part_label, fmt  # noqa: F401  (fmt: gradscope check's numbers)
 from gradscope.gate.assertions import where
+from gradscope.printable import printable
 
-TABLE_COLUMNS = ["module", "layer", "direction", "gain", "horizon", "max_grad_norm", "verdict"]
-
-
-def fmt(value):
-    """Numbers as people read them: 3 significant digits, ints as ints, NaN/None as '-'."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(number):
-        return "-"
-    if math.isinf(number):
-        return "inf" if number > 0 else "-inf"
-    if number.is_integer() and abs(number) < 1e6:
-        return str(int(number))
-    return f"{number:.3g}"
-
-
-def _module_name(module):
-    return "(root)" if module == "" else str(module)
+# the numbers a JUnit testcase prints beside its verdict
+JUNIT_NUMBERS = ["gain", "horizon", "max_grad_norm", "verdict"]
 
 
 def table_rows(diagnosis):
     """The verdict table as lists of display strings, one per module, layer and direction."""
-    summary = diagnosis.summary()
-    rows = []
-    for record in summary.to_dict("records"):
-        row = []
-        for column in TABLE_COLUMNS:
-            value = record.get(column)
-            row.append(_module_name(value) if column == "module" else fmt(value))
-        rows.append(row)
-    return rows
+    return verdict_cells(diagnosis.summary())
 
 
 def verdict_table(diagnosis):
-    rows = table_rows(diagnosis)
-    if not rows:
-        return "(nothing measured)"
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(TABLE_COLUMNS)]
-    numeric = {"layer", "gain", "horizon", "max_grad_norm"}
-
-    def line(cells):
-        return "  ".join(
-            cell.rjust(w) if col in numeric else cell.ljust(w) for cell, w, col in zip(cells, widths, TABLE_COLUMNS)
-        ).rstrip()
-
-    return "\n".join([line(TABLE_COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    """The terminal verdict table (the one ``str(diagnosis)`` shows)."""
+    return summary_table(diagnosis.summary())
 
 
 def verdict_line(diagnosis):
@@ -83,22 +47,11 @@ def _key(module, layer, direction):
     return (module, layer, direction)
 
 
-def _evidence(evidence):
-    """``key=value`` for the numbers, one line each for the sentences."""
-    numbers, sentences = [], []
-    for key, value in (evidence or {}).items():
-        if isinstance(value, str) and " " in value:
-            sentences.append(f"{key}: {value}")
-        else:
-            numbers.append(f"{key}={value if isinstance(value, (bool, str)) else fmt(value)}")
-    return ([f"evidence: {', '.join(numbers)}"] if numbers else []) + sentences
-
-
 def _finding_text(finding):
     lines = [f"[{finding.severity}] {finding.kind}: {finding.message}"]
     if finding.advice:
         lines.append(f"advice: {finding.advice}")
-    return "\n".join(lines + _evidence(finding.evidence))
+    return "\n".join(lines + evidence_lines(finding.evidence))
 
 
 def junit_tree(diagnosis, target="model"):
@@ -117,10 +70,7 @@ def junit_tree(diagnosis, target="model"):
     failures = 0
     for key, record in cases.items():
         module, layer, direction = key
-        parts = [_module_name(module) if module is not None else "(model)"]
-        parts += [f"l{layer}"] if layer is not None else []
-        parts += [direction] if direction else []
-        case = ET.SubElement(suite, "testcase", classname=classname, name=" ".join(parts), time="0")
+        case = ET.SubElement(suite, "testcase", classname=classname, name=compact_part_label(*key), time="0")
         findings = by_key.get(key, [])
         errors = [f for f in findings if f.severity == "error"]
         if errors:
@@ -131,7 +81,7 @@ def junit_tree(diagnosis, target="model"):
             failure.text = "\n\n".join(_finding_text(f) for f in errors)
         out = []
         if record is not None:
-            out.append(", ".join(f"{c}={fmt(record.get(c))}" for c in TABLE_COLUMNS[3:]))
+            out.append(", ".join(f"{c}={fmt(record.get(c), digits=4)}" for c in JUNIT_NUMBERS))
         out += [_finding_text(f) for f in findings if f.severity != "error"]
         if out:
             ET.SubElement(case, "system-out").text = "\n".join(out)
@@ -141,7 +91,17 @@ def junit_tree(diagnosis, target="model"):
     suite.set("skipped", "0")
     root = ET.Element("testsuites", name="gradscope check", tests=str(len(cases)), failures=str(failures), errors="0")
     root.append(suite)
+    _printable_xml(root)
     return ET.ElementTree(root)
+
+
+def _printable_xml(root):
+    """XML 1.0 cannot hold most control characters (a parser rejects the whole file): show
+    them as escapes in every attribute and text; line breaks stay in multi-line texts."""
+    for element in root.iter():
+        element.attrib.update({key: printable(value) for key, value in element.attrib.items()})
+        if element.text:
+            element.text = printable(element.text, keep_line_breaks=True)
 
 
 def write_junit(diagnosis, path, target="model"):
@@ -160,8 +120,8 @@ def markdown_summary(diagnosis, target=None):
     lines = [f"### gradscope check{f' `{target}`' if target else ''}: {mark}", ""]
     rows = table_rows(diagnosis)
     if rows:
-        lines.append("| " + " | ".join(TABLE_COLUMNS) + " |")
-        lines.append("|" + "|".join("---" for _ in TABLE_COLUMNS) + "|")
+        lines.append("| " + " | ".join(title for _, title in VERDICT_TABLE) + " |")
+        lines.append("|" + "|".join("---" for _ in VERDICT_TABLE) + "|")
         lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
         lines.append("")
     for f in diagnosis.findings:

@@ -5,6 +5,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gradscope.display import module_label
+
 LINES = (("grad_norm", "total", "-"), ("carried_norm", "carried", "--"), ("direct_norm", "direct", ":"))
 
 
@@ -28,7 +30,7 @@ def curve_figure(rows, step, name=""):
                 if np.isfinite(shown).any():
                     ax.plot(sel["t"], shown, ls=style, label=f"{label} ({state})")
         ax.set_yscale("log")
-        ax.set_title(f"{module or '(model root)'} · layer {layer} · {direction}", fontsize=9)
+        ax.set_title(f"{module_label(module)} · layer {layer} · {direction}", fontsize=9)
         ax.set_xlabel("time step t")
         ax.set_ylabel("‖dL/d state_t‖")
         ax.grid(True, alpha=0.3)

@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 from gradscope.integrations._extras import require
 from gradscope.integrations.curve import curve_figure, to_rgb
-from gradscope.metrics import PREFIX, ROOT_NAME, metrics, step_rows
+from gradscope.metrics import PREFIX, ROOT_NAME, metrics
 
 
 def log(scope, writer, step: Optional[int] = None, *, global_step: Optional[int] = None,
@@ -48,7 +48,7 @@ def log(scope, writer, step: Optional[int] = None, *, global_step: Optional[int]
     at = chosen if global_step is None else int(global_step)
     for key, value in numbers.items():
         writer.add_scalar(key, value, at)
-    rows = step_rows(scope, "timesteps", chosen)
+    rows = scope.timesteps(steps=[chosen])
     for (module, layer, direction, state), part in rows.groupby(["module", "layer", "direction", "state"], sort=True):
         tag = f"{PREFIX}/{module or ROOT_NAME}/l{layer}/{direction}/grad_norm_per_t/{state}/step{chosen}"
         curve = part.groupby("t", sort=True)["grad_norm"].mean()

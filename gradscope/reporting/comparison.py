@@ -1,10 +1,13 @@
 """compare({name: source}, out_dir): several runs on one page, side by side and overlaid."""
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional, Union
 
 import pandas as pd
 
+from gradscope.records import TableSource
 from gradscope.reporting import html, sections
 from gradscope.reporting.files import write_figures
 from gradscope.reporting.html import esc
@@ -13,12 +16,20 @@ from gradscope.reporting.render import write_page
 from gradscope.reporting.sources import collect
 
 
-def compare(runs, out_dir, title=None):
-    """Write one report with the runs side by side: ``runs`` maps a display name to a source
-    (``Scope``, ``Run`` or run folder path), e.g. ``{"RNN": ..., "GRU": ..., "LSTM": ...}``.
+def compare(runs: Mapping[str, Union[TableSource, str, os.PathLike]], out_dir: Union[str, os.PathLike],
+            title: Optional[str] = None) -> Path:
+    """Write one report with the runs side by side.
 
     Figures overlay the runs on the same axes (one colour per run, in the order given); the
-    summary table lists every run's layers. Returns the path of ``out_dir/index.html``.
+    summary table lists every run's layers.
+
+    Args:
+        runs: display name -> source (``Scope``, ``Run`` or run folder path), e.g.
+            ``{"RNN": ..., "GRU": ..., "LSTM": ...}``.
+        out_dir: the folder to write (created).
+        title: the page heading.
+    Returns:
+        The path of ``out_dir/index.html``.
     """
     if not isinstance(runs, Mapping) or not runs:
         raise TypeError("compare needs a non-empty mapping of name -> source, e.g. "

@@ -5,11 +5,12 @@ helpers here escape what they are given, so callers pass plain strings.
 """
 
 import html
-import math
-from numbers import Number
 
 import numpy as np
 import pandas as pd
+
+from gradscope.printable import printable
+from gradscope.display import fmt
 
 CSS = """
 :root { --fg:#1d1d1f; --muted:#5f6368; --line:#dadce0; --bg:#ffffff; --soft:#f6f8fa;
@@ -70,25 +71,14 @@ footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
 
 
 def esc(value):
-    return html.escape(str(value), quote=True)
+    """Text for the page: control characters as visible escapes, then HTML-escaped."""
+    return html.escape(printable(value), quote=True)
 
 
 def number(value):
-    """Numbers for tables: ints as they are, floats to 4 significant digits, inf as ∞."""
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, Number):
-        value = float(value)
-        if math.isnan(value):
-            return "–"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        return f"{value:.4g}"
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"   # pd.NA: a nullable int with no value (the summary's verdict_step)
-    return str(value)
+    """Numbers for tables: whole numbers as they are, others to 4 significant digits, inf as ∞,
+    missing (NaN, None, pd.NA: the summary's verdict_step) as –."""
+    return fmt(value, digits=4, unicode=True)
 
 
 def table(df, columns=None, labels=None):

@@ -2,7 +2,9 @@
 
 import os
 from pathlib import Path
+from typing import Optional, Union
 
+from gradscope.records import TableSource
 from gradscope.reporting import html, sections
 from gradscope.reporting.files import write_figures
 from gradscope.reporting.html import esc
@@ -10,13 +12,19 @@ from gradscope.reporting.plots import SINGLE
 from gradscope.reporting.sources import collect
 
 
-def report(source, out_dir, title=None):
+def report(source: Union[TableSource, str, os.PathLike], out_dir: Union[str, os.PathLike],
+           title: Optional[str] = None) -> Path:
     """Write ``out_dir/index.html`` and its figures (``out_dir/figures/*.png``) for one run.
 
-    ``source``: a live ``Scope``, a ``Run`` from ``gradscope.load``, or a run folder path.
-    ``title``: the page heading (default: "gradscope report: <run name>").
-    Returns the path of ``index.html``. The page opens offline (no script, nothing fetched
-    from the network); verdicts come first, then figures, tables and how to read them.
+    The page opens offline (no script, nothing fetched from the network); verdicts come first,
+    then figures, tables and how to read them.
+
+    Args:
+        source: a live ``Scope``, a ``Run`` from ``gradscope.load``, or a run folder path.
+        out_dir: the folder to write (created).
+        title: the page heading (default: "gradscope report: <run name>").
+    Returns:
+        The path of ``index.html``.
     """
     run = collect(source)
     out = Path(out_dir)

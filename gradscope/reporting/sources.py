@@ -1,43 +1,21 @@
 """Turn what the user hands to ``report`` / ``compare`` into the tables a report draws.
 
-A source is a live ``Scope``, a loaded ``Run`` or a run folder (str or Path). A report never
-needs every row of a big run: the per-timestep curves and tables use the last recorded step,
-the heatmap and the histories at most ``MAX_HISTORY_STEPS`` steps spread evenly over training.
-When the source can read only some steps (``table(steps=[...])``, as a ``Run`` can), only those
-are read, which keeps memory bounded for runs of any length.
+A source is a live ``Scope``, a loaded ``Run`` or a run folder (str or Path): a
+``gradscope.records.TableSource``. A report never needs every row of a big run: the
+per-timestep curves and tables use the last recorded step, the heatmap and the histories at
+most ``MAX_HISTORY_STEPS`` steps spread evenly over training, and only those steps are read
+(a Run seeks straight to their bytes), which keeps memory bounded for runs of any length.
 """
 
-import inspect
-import os
 import types
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from gradscope.records import TABLES, frame
+from gradscope.records import open_source
 
 MAX_HISTORY_STEPS = 400
-
-
-def open_source(source):
-    """A Scope or Run as it is; a str or Path is loaded with ``gradscope.store.load``."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():  # a file goes on to load(), which says it is not a folder
-            raise FileNotFoundError(
-                f"run folder {str(path)!r} does not exist; pass the folder given to "
-                "gradscope.watch(..., run_dir=...), a loaded gradscope.load(...) run, or a Scope")
-        from gradscope.store import load
-
-        return load(path)
-    missing = [name for name in ("timesteps", "spectra") if not callable(getattr(source, name, None))]
-    if missing:
-        raise TypeError(
-            f"cannot report on a {type(source).__name__}: expected a gradscope Scope, a Run from "
-            "gradscope.load(run_dir), or the path of a run folder")
-    return source
 
 
 def evenly_spaced(values, limit):
@@ -50,50 +28,11 @@ def evenly_spaced(values, limit):
 
 
 def sampled_timesteps(source, limit):
-    """(every recorded step, the at most ``limit`` sampled steps, their timesteps rows).
-
-    A source that lists its steps and reads by step (a Run) reads only the sampled steps;
-    any other is read once and filtered."""
-    lister = getattr(source, "steps", None)  # a Run's method; a Scope's is a count, not a list
-    method = getattr(source, "timesteps", None)
-    if callable(lister) and callable(method) and _accepts_steps(method):
-        steps = np.unique(np.asarray(list(lister()), dtype=np.int64))
-        sampled = evenly_spaced(steps, limit)
-        return steps, sampled, read_table(source, "timesteps", sampled)
-    rows = read_table(source, "timesteps")
-    steps = np.unique(rows["step"].to_numpy(dtype=np.int64))
+    """(every recorded step, the at most ``limit`` sampled steps, their timesteps rows); only
+    the sampled steps are read."""
+    steps = np.asarray(source.steps(), dtype=np.int64)
     sampled = evenly_spaced(steps, limit)
-    if len(sampled) < len(steps):
-        rows = rows[rows["step"].isin(sampled)].reset_index(drop=True)
-    return steps, sampled, rows
-
-
-def read_table(source, table, steps=None):
-    """The rows of ``table`` (optionally only those of ``steps``) with exactly the records
-    columns; an empty frame when the source does not record that table."""
-    method = getattr(source, table, None)
-    if not callable(method):
-        return frame(table)
-    if steps is not None and _accepts_steps(method):
-        rows = method(steps=[int(s) for s in steps])
-    else:
-        rows = method()
-        if steps is not None and len(rows):
-            rows = rows[rows["step"].isin(np.asarray(steps))]
-    if rows is None or len(rows) == 0:
-        return frame(table)
-    missing = [c for c in TABLES[table] if c not in rows.columns]
-    if missing:
-        raise ValueError(f"{type(source).__name__}.{table}() lacks the columns {missing} "
-                         "(see gradscope/records.py)")
-    return rows.reset_index(drop=True)
-
-
-def _accepts_steps(method):
-    try:
-        return "steps" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
+    return steps, sampled, source.timesteps(steps=sampled)
 
 
 def last_step_rows(rows):
@@ -130,11 +69,8 @@ class RunData:
 
     def spectrum(self, module, layer, direction, gate):
         """The full spectrum of one weight block at the last step, or None if not stored."""
-        method = getattr(self.source, "spectrum", None)
-        if not callable(method):
-            return None
         try:
-            values = method(module, layer=layer, direction=direction, gate=gate, step=-1)
+            values = self.source.spectrum(module, layer=layer, direction=direction, gate=gate, step=-1)
         except (KeyError, ValueError, IndexError, LookupError):
             return None
         if not values:
@@ -158,20 +94,20 @@ def analyzer():
 def collect(source, name=None, history_steps=MAX_HISTORY_STEPS):
     """Read a source once into a RunData (running ``gradscope.analyze`` for the verdicts)."""
     analyze = analyzer()
-    source = open_source(source)
-    meta = dict(getattr(source, "meta", None) or {})
-    name = str(name if name is not None else (getattr(source, "name", None) or meta.get("name") or "run"))
+    source = open_source(source, "gradscope.report")
+    meta = dict(source.meta or {})
+    name = str(name if name is not None else (source.name or meta.get("name") or "run"))
     steps, sampled, history = sampled_timesteps(source, history_steps)
     last = steps[-1:] if len(steps) else steps
     diagnosis = analyze(source)
     return RunData(
         name=name, source=source, meta=meta, steps=steps, sampled=sampled,
         history=history, last=last_step_rows(history),
-        spectra=read_table(source, "spectra", sampled),
+        spectra=source.spectra(steps=sampled),
         # per step too, but only the last step is drawn
-        jacobians=read_table(source, "jacobians", last),
-        lyapunov=read_table(source, "lyapunov", last),
-        gates=read_table(source, "gates", last),
+        jacobians=source.jacobians(steps=last),
+        lyapunov=source.lyapunov(steps=last),
+        gates=source.gates(steps=last),
         diagnosis=diagnosis, summary=_summary(diagnosis),
     )
 

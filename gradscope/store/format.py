@@ -15,7 +15,8 @@ A run folder holds (docs/run-folder.md is the user-facing description)::
 
 Only rows named by a commit line are part of the run. A commit line gives, for every file the
 step wrote to, the byte range of that step's rows and their CRC-32, so a reader can seek straight
-to the steps it wants and can tell a torn or damaged range from a whole one.
+to the steps it wants and can tell a torn or damaged range from a whole one; and the CRC-32 of
+the line itself ("crc"), so a damaged step number or row count is told from a whole one too.
 
 CSV dialect (RFC 4180 quoting): UTF-8, ``\\n`` line ends, every string field in double
 quotes with ``"`` doubled (so commas, quotes, ``\\r`` and ``\\n`` inside module names survive),
@@ -138,20 +139,34 @@ def decode_values(data):
     return [json.loads(line) for line in data.decode("ascii").splitlines() if line]
 
 
+_LINE_CRC = b', "crc": '
+
+
 def commit_line(step, ranges, rows, adds=False):
     """One line of steps.jsonl: ``ranges`` maps file name -> (start, end, crc32). ``adds``:
-    the line adds files to a step committed earlier (spectra computed after the step closed)."""
+    the line adds files to a step committed earlier (spectra computed after the step closed).
+    The line ends with ``"crc"``: the CRC-32 of the line's JSON object before it (``{...}``
+    without the ``, "crc": N``), so a damaged digit cannot give a step another number or row
+    count."""
     record = {"step": step, "files": {name: list(r) for name, r in ranges.items()},
               "rows": rows}
     if adds:
         record["adds"] = True
-    return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+    body = json.dumps(record, ensure_ascii=True).encode("ascii")
+    return body[:-1] + _LINE_CRC + str(crc32(body)).encode("ascii") + b"}\n"
 
 
 def parse_commit(line):
     """``(step, {file: (start, end, crc)}, rows)`` from a commit line, or ValueError. A line
-    that adds to an earlier step (``commit_adds``) parses the same way."""
+    that adds to an earlier step (``commit_adds``) parses the same way. Lines written before
+    commit lines carried their own "crc" are taken without that check."""
     record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if "crc" in record:
+        cut = line.rfind(_LINE_CRC)
+        if cut < 0 or record.pop("crc") != crc32(line[:cut] + b"}"):
+            raise ValueError("the line fails its own checksum (damaged)")
     step = record["step"]
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"bad step {step!r}")
@@ -174,11 +189,16 @@ def crc32(data, value=0):
     return zlib.crc32(data, value)
 
 
-def read_csv_options(table, columns):
-    """pandas.read_csv keyword arguments that give back exactly what encode_rows wrote."""
+def read_csv_options(table, columns, as_text=()):
+    """pandas.read_csv keyword arguments that give back exactly what encode_rows wrote.
+
+    String columns are parsed as categories, except those in ``as_text``: as plain strings
+    (pandas parses a category whose every value looks like a number as numbers, so a module
+    named "00" would come back as "0"; see categories_lost_text)."""
     # category parsing keeps one object per distinct string (module names repeat millions of
     # times in a big run); the reader turns them into plain strings afterwards
-    dtype = {c: ("category" if _dtype(c) is object else _dtype(c)) for c in columns}
+    dtype = {c: (str if c in as_text else "category") if _dtype(c) is object else _dtype(c)
+             for c in columns}
     options = dict(
         dtype=dtype, usecols=columns, keep_default_na=False,
         na_values={c: [NA_TEXT] for c in float_columns(table) if c in columns},
@@ -188,6 +208,13 @@ def read_csv_options(table, columns):
         # pandas 3 parses floats exactly by default (and deprecates this option)
         options["float_precision"] = "round_trip"
     return options
+
+
+def categories_lost_text(df, columns):
+    """The columns whose categories pandas parsed as numbers or booleans, not as the text
+    written (it does when every value in the read looks like one): read them again as text."""
+    return [c for c in columns if isinstance(df[c].dtype, pd.CategoricalDtype)
+            and not pd.api.types.is_string_dtype(df[c].cat.categories)]
 
 
 def check_schema(meta, where):

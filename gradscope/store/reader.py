@@ -1,16 +1,19 @@
 """load() and Run: a run folder read back as the same tables a live Scope gives."""
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Iterator, Union
 
 import numpy as np
 import pandas as pd
 
 from gradscope.errors import GradscopeWarning
-from gradscope.records import TABLES, frame
+from gradscope.records import Columns, Steps, TableSource, checked_columns, frame, wanted_steps
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
+from gradscope.store.files import refuse_odd_files
 from gradscope.store.index import build_index
 from gradscope.store.ranges import open_ranges
 
@@ -20,15 +23,24 @@ _STRING_DTYPE = pd.Series(["x"]).dtype
 DEFAULT_CHUNK_BYTES = 32 << 20
 
 
-def load(run_dir, *, verify=True):
+def load(run_dir: Union[str, os.PathLike], *, verify: bool = True) -> "Run":
     """Open the run folder ``run_dir`` (what ``watch(..., run_dir=...)`` wrote) as a ``Run``.
 
     Only steps whose commit line is whole and whose bytes are intact are loaded; anything else
     (a step cut short by a crash, a torn or damaged tail) is left out with one
-    ``GradscopeWarning`` that says what was dropped. ``verify=False`` skips the checksum pass
-    (faster on huge runs; damage inside committed rows then shows up as a parse error).
-    A missing folder raises ``FileNotFoundError``; a folder that is not a run, or a run of a
-    schema this gradscope does not know, raises ``RunFormatError`` (a ``ValueError``).
+    ``GradscopeWarning`` that says what was dropped.
+
+    Args:
+        run_dir: the run folder.
+        verify: check every committed step's checksum; False is faster on huge runs (damage
+            inside committed rows then shows up as a parse error).
+    Returns:
+        The Run: the same table methods as a live Scope (``gradscope.records.TableSource``).
+    Raises:
+        FileNotFoundError: no folder at ``run_dir``.
+        RunFormatError: (a ``ValueError``) a folder that is not a run, a run of a schema
+            this gradscope does not know, or a folder whose run files are symbolic links
+            (never followed: they could point anywhere), folders, FIFOs or devices.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -37,6 +49,7 @@ def load(run_dir, *, verify=True):
     if not path.is_dir():
         raise RunFormatError(f"{path} is a file, not a run folder: pass the folder that "
                              "watch(..., run_dir=...) wrote")
+    refuse_odd_files(path, fmt.ALL_FILES, "load")
     meta_path = path / fmt.META_FILE
     if not meta_path.is_file():
         raise RunFormatError(f"{path} is not a gradscope run folder (it has no "
@@ -55,12 +68,14 @@ def load(run_dir, *, verify=True):
     return Run(path, meta, index)
 
 
-class Run:
+class Run(TableSource):
     """A loaded run folder: the tables of a live Scope, read from disk on demand.
 
-    ``name``, ``meta`` (the dict the Scope wrote), ``path``; ``timesteps()``, ``spectra()``,
-    ``jacobians()``, ``lyapunov()``, ``gates()`` give DataFrames with exactly the columns and
-    dtypes of gradscope.records; ``spectrum(...)`` gives one weight block's full spectrum.
+    ``name``, ``meta`` (the dict the Scope wrote), ``path``; the table methods of
+    ``gradscope.records.TableSource`` (``timesteps()``, ``spectra()``, ``jacobians()``,
+    ``lyapunov()``, ``gates()``, ``forward_nonfinite()``, ``spectrum(...)``, ``steps()``), the
+    same as a live Scope's, give DataFrames with exactly the columns and dtypes of
+    gradscope.records.
 
     A Run is a snapshot of the steps committed when it was loaded; load again to see steps a
     still-running writer added since. Nothing is cached: each call reads the file again.
@@ -86,76 +101,29 @@ class Run:
         span = f"steps {steps[0]}..{steps[-1]}" if steps else "no steps"
         return f"Run({self.name!r}, {len(steps)} step(s), {span}, path={str(self.path)!r})"
 
-    # -- the source interface shared with Scope ---------------------------------------------
+    # -- the table source shared with Scope (gradscope.records.TableSource) ------------------
 
-    def timesteps(self, steps=None, columns=None):
-        return self.table("timesteps", steps, columns)
-
-    def spectra(self, steps=None, columns=None):
-        return self.table("spectra", steps, columns)
-
-    def jacobians(self, steps=None, columns=None):
-        return self.table("jacobians", steps, columns)
-
-    def lyapunov(self, steps=None, columns=None):
-        return self.table("lyapunov", steps, columns)
-
-    def gates(self, steps=None, columns=None):
-        return self.table("gates", steps, columns)
-
-    def forward_nonfinite(self, steps=None, columns=None):
-        """Where the forward pass held NaN/Inf (empty for runs written before it was recorded)."""
-        return self.table("forward_nonfinite", steps, columns)
-
-    def spectrum(self, module, layer=0, direction="forward", gate=None, step=-1):
-        """``{"singular_values": ndarray, "eigenvalues": complex ndarray}`` of one weight block.
-
-        ``gate=None`` takes ``"all"`` where recorded, else the first gate recorded. ``step`` is a
-        step number, or a negative position among the steps that recorded this block (-1: the
-        latest). Raises ``KeyError`` naming what is recorded when nothing matches.
-        """
-        def matches(record):
-            return (record["module"] == module and record["layer"] == layer
-                    and record["direction"] == direction
-                    and (gate is None or record["gate"] == gate))
-
-        with_values = [s for s in self._index.steps if fmt.VALUES_FILE in self._index.ranges[s]]
-        if step >= 0:
-            if step not in self._index.ranges:
-                raise KeyError(f"step {step} is not in run {self.name!r}; it holds "
-                               f"{_describe_steps(self._index.steps)}")
-            order = [step]
-        else:
-            order = reversed(with_values)
-        seen, wanted, last_records = set(), -step if step < 0 else 1, []
-        for candidate in order:
-            records = self._values(candidate)
-            last_records = last_records or records
-            found = [r for r in records if matches(r)]
-            seen.update((r["module"], r["layer"], r["direction"], r["gate"]) for r in records)
-            if found:
-                wanted -= 1
-                if wanted == 0:
-                    return _spectrum_of(_pick_gate(found, gate))
-        block = f"module={module!r}, layer={layer}, direction={direction!r}, gate={gate!r}"
-        known = ", ".join(f"({m!r}, {l}, {d!r}, {g!r})" for m, l, d, g in sorted(seen)[:20])
-        raise KeyError(f"run {self.name!r} has no spectrum for {block} at step={step}; "
-                       f"recorded (module, layer, direction, gate): {known or 'none'}")
+    def _spectrum_steps(self):
+        return [s for s in self._index.steps if fmt.VALUES_FILE in self._index.ranges[s]]
 
     # -- bounded-memory access ----------------------------------------------------------------
 
-    def steps(self):
-        """The committed steps, increasing."""
+    def steps(self) -> list:
+        """The committed steps, increasing.
+
+        Returns:
+            The step numbers whose commit line was whole when the run was loaded.
+        """
         return list(self._index.steps)
 
-    def metrics(self, step=None):
-        """One recorded step (None: the latest) as a flat ``{name: float}``, as Scope.metrics."""
-        from gradscope.metrics import metrics
+    def sample_steps(self, n: int) -> list:
+        """At most ``n`` committed steps, evenly spaced, the first and the last included.
 
-        return metrics(self, step)
-
-    def sample_steps(self, n):
-        """At most ``n`` committed steps, evenly spaced, the first and the last included."""
+        Args:
+            n: how many at most (0 or less: none).
+        Returns:
+            The step numbers, increasing.
+        """
         steps = self._index.steps
         if n <= 0 or not steps:
             return []
@@ -164,19 +132,35 @@ class Run:
         positions = np.unique(np.linspace(0, len(steps) - 1, n).round().astype(int))
         return [steps[i] for i in positions]
 
-    def row_count(self, table, steps=None):
-        """How many rows ``table`` holds (in ``steps``), from the commit log alone."""
+    def row_count(self, table: str, steps: Steps = None) -> int:
+        """How many rows ``table`` holds, from the commit log alone (nothing is parsed).
+
+        Args:
+            table: a name of ``gradscope.records.TABLES``.
+            steps: only these steps (a number or an iterable; None: all).
+        Returns:
+            The row count.
+        """
         _check_table(table)
         return sum(self._index.rows[s].get(table, 0) for s in self._selected(steps))
 
-    def table(self, table, steps=None, columns=None):
-        """``table`` (a name of gradscope.records.TABLES) as one DataFrame."""
-        columns = _checked_columns(table, columns)
+    def table(self, table: str, steps: Steps = None, columns: Columns = None) -> pd.DataFrame:
+        """``table`` (a name of gradscope.records.TABLES) as one DataFrame, read from disk (only
+        the bytes of ``steps``, only ``columns`` parsed). See ``TableSource.table``."""
+        columns = checked_columns(table, columns)
         return self._read(table, self._selected(steps), columns)
 
-    def iter_table(self, table, steps=None, columns=None, chunk_bytes=DEFAULT_CHUNK_BYTES):
-        """Yield ``table`` as DataFrames of whole steps, each read from about ``chunk_bytes``."""
-        columns = _checked_columns(table, columns)
+    def iter_table(self, table: str, steps: Steps = None, columns: Columns = None,
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+        """``table`` in pieces of whole steps, for runs too big to read at once.
+
+        Args:
+            table, steps, columns: as ``table()``.
+            chunk_bytes: about how many bytes of file each piece is read from.
+        Returns:
+            An iterator of DataFrames, in step order.
+        """
+        columns = checked_columns(table, columns)
         name = fmt.TABLE_FILES[table]
         batch, size = [], 0
         for step in self._selected(steps):
@@ -194,11 +178,9 @@ class Run:
     # -- helpers ----------------------------------------------------------------------------
 
     def _selected(self, steps):
-        if steps is None:
+        wanted = wanted_steps(steps)
+        if wanted is None:
             return self._index.steps
-        if isinstance(steps, (int, np.integer)):
-            steps = [steps]
-        wanted = {int(s) for s in steps}
         return [s for s in self._index.steps if s in wanted]
 
     def _read(self, table, steps, columns):
@@ -210,6 +192,11 @@ class Run:
         stored = [c for c in columns if c in present]  # a column added later reads back as NaN
         with open_ranges(self.path / name, spans, prefix=header) as stream:
             df = pd.read_csv(stream, **fmt.read_csv_options(table, stored))
+        lost = fmt.categories_lost_text(df, stored)
+        if lost:  # e.g. every module name numeric-looking ("0", "00"): rare, so read again
+            with open_ranges(self.path / name, spans, prefix=header) as stream:
+                text = pd.read_csv(stream, **fmt.read_csv_options(table, lost, as_text=lost))
+            df[lost] = text[lost]
         for column in columns:
             if column not in present:
                 df[column] = np.nan
@@ -218,7 +205,7 @@ class Run:
                 df[column] = df[column].astype(_STRING_DTYPE)
         return df.loc[:, columns]
 
-    def _values(self, step):
+    def _spectrum_values(self, step):
         span = self._index.ranges[step].get(fmt.VALUES_FILE)
         if span is None:
             return []
@@ -228,43 +215,7 @@ class Run:
 
 
 def _check_table(table):
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; the tables are {list(TABLES)}")
-
-
-def _checked_columns(table, columns):
-    _check_table(table)
-    if columns is None:
-        return list(TABLES[table])
-    columns = [columns] if isinstance(columns, str) else list(columns)
-    unknown = [c for c in columns if c not in TABLES[table]]
-    if unknown:
-        raise ValueError(f"table {table!r} has no column(s) {unknown}; it has {TABLES[table]}")
-    return columns
-
-
-def _pick_gate(found, gate):
-    if gate is None:
-        for record in found:
-            if record["gate"] == "all":
-                return record
-    return found[0]
-
-
-def _spectrum_of(record):
-    real = np.asarray(record["eigenvalues_real"], dtype=np.float64)
-    eigenvalues = np.empty(real.shape, dtype=np.complex128)
-    # set the parts, not real + 1j*imag: that turns an infinite part into NaN
-    eigenvalues.real = real
-    eigenvalues.imag = np.asarray(record["eigenvalues_imag"], dtype=np.float64)
-    return {"singular_values": np.asarray(record["singular_values"], dtype=np.float64),
-            "eigenvalues": eigenvalues}
-
-
-def _describe_steps(steps):
-    if not steps:
-        return "no steps"
-    return f"{len(steps)} step(s) from {steps[0]} to {steps[-1]}"
+    checked_columns(table, None)
 
 
 def _runs_inside(path):

@@ -12,7 +12,7 @@ from gradscope.records import SCHEMA_VERSION, TABLES
 from gradscope.store import format as fmt
 from gradscope.store.errors import RunFormatError
 from gradscope.store.index import build_index, committed_ends
-from gradscope.store.files import open_append, sync_dir, write_all, write_json_atomically
+from gradscope.store.files import open_append, refuse_odd_files, sync_dir, write_all, write_json_atomically
 
 
 # beside a run, these are not the user's: hidden files (.gitkeep, .DS_Store) and the folder
@@ -248,6 +248,7 @@ class RunWriter:
     def _cut_to_last_commit(self):
         """Before appending: check the old run's schema and cut every file back to the end of
         its last whole commit, so new steps follow committed bytes directly."""
+        refuse_odd_files(self.path, fmt.ALL_FILES, "append to")  # appending would write through them
         meta_path = self.path / fmt.META_FILE
         try:
             old_meta = json.loads(meta_path.read_text(encoding="utf-8"))

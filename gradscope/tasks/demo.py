@@ -16,7 +16,10 @@ from pathlib import Path
 
 import torch
 
+from gradscope.analysis.diagnosis import jsonable
+from gradscope.display import steps_back
 from gradscope.tasks import KINDS, build_model, evaluate, make_task, train
+from gradscope.tasks.defaults import DEFAULTS
 from gradscope.tasks.progress import ProgressBar
 from gradscope.tasks.report_section import insert_section, task_section
 from gradscope.tasks.task_figure import draw_task_figure
@@ -24,10 +27,6 @@ from gradscope.tasks.task_figure import draw_task_figure
 FIGURE = "task-loss.png"
 
 
-# Tuned so that at T = 100 the LSTM and GRU beat the adding-problem baseline within the budget
-# of the issue (< 3 minutes for all three on 2 CPU cores); see docs/demo.md for the measurements.
-DEFAULTS = {"task": "adding", "steps": 1500, "seq_len": 100, "hidden": 32, "seed": 0, "every": 50,
-            "batch_size": 64, "lr": 1e-2, "out": "reports/demo"}
 
 
 def run_demo(task="adding", steps=DEFAULTS["steps"], seq_len=DEFAULTS["seq_len"], hidden=DEFAULTS["hidden"],
@@ -86,7 +85,7 @@ def _run_demo(task, steps, seq_len, hidden, seed, every, out, batch_size, lr, ki
     draw_task_figure(out / FIGURE, curves, {m["model"]: m["history"] for m in models}, results["task"],
                      smooth=max(1, min(25, steps // 10)))
     insert_section(report, task_section(results))
-    (out / "demo.json").write_text(json.dumps(_jsonable(results), indent=2) + "\n", encoding="utf-8")
+    (out / "demo.json").write_text(json.dumps(jsonable(results), indent=2) + "\n", encoding="utf-8")
     return results
 
 
@@ -99,8 +98,8 @@ def format_results(results):
              f"{'horizon@end':>13}  verdict"]
     for m in results["models"]:
         lines.append(f"{m['model']:<6}{m['eval_loss']:>9.4f}{m['eval_loss'] / task['baseline']:>12.3g}"
-                     f"{m['gain']:>8.3f}{_steps(m['horizon']):>9}{m['gain_end']:>10.3f}"
-                     f"{_steps(m['horizon_end']):>13}  {m['verdict']}")
+                     f"{m['gain']:>8.3f}{steps_back(m['horizon']):>9}{m['gain_end']:>10.3f}"
+                     f"{steps_back(m['horizon_end']):>13}  {m['verdict']}")
     lines.append("loss: on a held-out batch of 512 after training; gain, horizon: over all recorded steps "
                  "(@end: the last recorded step); horizon in time steps back")
     lines.append(f"report: {results['report']}")
@@ -162,23 +161,7 @@ def _clear_old_run(run_dir):
 def _add_to_meta(run_dir, extra):
     path = run_dir / "meta.json"
     meta = json.loads(path.read_text(encoding="utf-8"))
-    meta.update(_jsonable(extra))
+    meta.update(jsonable(extra))
     temporary = path.with_name(path.name + ".demo-tmp")
     temporary.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(temporary, path)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def _steps(horizon):
-    if horizon is None or (isinstance(horizon, float) and math.isnan(horizon)):
-        return "n/a"
-    return "inf" if math.isinf(horizon) else f"{horizon:.0f}"

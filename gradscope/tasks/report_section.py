@@ -5,6 +5,8 @@ per model the gain and horizon next to it, so the page shows cause (gradient) an
 import html
 import math
 
+from gradscope.display import steps_back
+
 # a model "learned" once its mean training loss over a recorded window is this share of the baseline
 LEARNED = 0.9
 _START, _END = "<!-- gradscope demo: task section -->", "<!-- end of gradscope demo task section -->"
@@ -137,9 +139,7 @@ def _num(value):
 
 
 def _steps(value):
-    if value is None or math.isnan(value):
-        return "–"
-    return "∞" if math.isinf(value) else f"{value:.0f}"
+    return steps_back(value, unicode=True)  # the page's way: ∞ and –
 
 
 def _order(value):

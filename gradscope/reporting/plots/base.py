@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
+from gradscope.display import module_label  # noqa: F401  (the plots import it from here)
+
 DIRECTIONS = ("forward", "reverse")
 STATES = ("h", "c")
 MAX_MODULES = 8  # figures drawn per kind; the rest are listed in the page as not drawn
@@ -22,8 +24,16 @@ class Plot:
     figure: Figure
 
 
-def module_label(module):
-    return module if module != "" else "(model root)"
+def by_module(run, rows):
+    """``(step, module, its rows)`` for each of the run's first ``MAX_MODULES`` modules that has
+    rows in ``rows`` (a table of one step, or of several: ``step`` is the latest)."""
+    if rows.empty:
+        return
+    step = int(rows["step"].max())
+    for module in run.modules()[:MAX_MODULES]:
+        part = rows[rows["module"] == module]
+        if not part.empty:
+            yield step, module, part
 
 
 def layer_bits(module, layer, direction, meta=None):

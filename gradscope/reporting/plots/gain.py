@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 
 from gradscope.reporting.plots import style
 from gradscope.reporting.plots.base import Plot, part_label, run_part_label
+from gradscope.display import fmt, steps_back
 
 MAX_BARS = 48
 NOT_HEALTHY_HATCH = "xx"
@@ -140,7 +141,7 @@ def _horizon_panel(ax, x, entries, colors):
 
 def horizon_words(h):
     """1259, not 1.26e+03: a horizon is a count of steps."""
-    return f"{h:.0f}" if h >= 100 else style.fmt(h)
+    return steps_back(h) if h >= 100 else fmt(h)
 
 
 def legend_handles(entries, with_needed):

@@ -70,12 +70,8 @@ def draw(entries, colors, title):
             needed_drawn.add(round(needed, 4))
             ax.axhline(needed, color="#555555", ls=":", lw=1.4,
                        label=f"needed gain {needed:.3g} (horizon = needed horizon)")
-    ax.axhline(1.0, color=style.ZERO_LINE, ls="--", lw=1, label="gain 1 (no change)")
-    style.log_y(ax)
-    style.ratio_ticks(ax)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("per-step gain (× per step back)")
-    ax.grid(True, alpha=0.3)
+    style.ratio_axes(ax, "gain 1 (no change)", "training step", "per-step gain (× per step back)",
+                     style.ratio_ticks)
     style.figure_legend(fig, [ax])
     style.title(fig, title)
     return fig

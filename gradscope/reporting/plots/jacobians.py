@@ -1,7 +1,7 @@
 """Per-step Jacobian norms ‖∂state_{t+1}/∂state_t‖ along the trajectory (``jacobians=True``)."""
 
 from gradscope.reporting.plots import style
-from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, run_part_label, select
+from gradscope.reporting.plots.base import Plot, by_module, module_label, panel_title, panels, run_part_label, select
 
 
 def per_t(rows):
@@ -9,23 +9,12 @@ def per_t(rows):
 
 
 def _finish(ax):
-    ax.axhline(1.0, color=style.ZERO_LINE, ls="--", lw=1, label="norm 1")
-    style.log_y(ax)
-    style.plain_log_labels(ax)
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("‖∂state_{t+1}/∂state_t‖ (spectral, batch mean)")
-    ax.grid(True, alpha=0.3)
+    style.ratio_axes(ax, "norm 1", "time step t", "‖∂state_{t+1}/∂state_t‖ (spectral, batch mean)",
+                     style.plain_log_labels)
 
 
 def figures(run):
-    rows = run.jacobians
-    if rows.empty:
-        return
-    step = int(rows["step"].max())
-    for module in run.modules()[:MAX_MODULES]:
-        part = rows[rows["module"] == module]
-        if part.empty:
-            continue
+    for step, module, part in by_module(run, run.jacobians):
         grid = panels(part, module, states=False)
         fig, axes = style.new_figure(len(grid), len(grid[0]))
         used = set()

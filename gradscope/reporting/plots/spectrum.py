@@ -4,7 +4,7 @@ complex plane with the unit circle (outside it, a linearised recurrence grows)."
 import numpy as np
 
 from gradscope.reporting.plots import style
-from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, ordered, part_label, run_part_label
+from gradscope.reporting.plots.base import Plot, by_module, module_label, ordered, part_label, run_part_label
 
 MAX_PARTS = 8
 GATE_ORDER = ("hh", "r", "z", "n", "i", "f", "g", "o")
@@ -119,12 +119,8 @@ def part_series(run, module, layer, direction):
 
 
 def figures(run):
-    spectra = run.spectra
-    if spectra.empty:
-        return
-    step = int(spectra["step"].max())
-    for module in run.modules()[:MAX_MODULES]:
-        parts = parts_of(spectra, module)
+    for step, module, rows in by_module(run, run.spectra):
+        parts = parts_of(rows, module)
         drawn = [(layer, direction, *part_series(run, module, layer, direction)) for layer, direction in parts]
         drawn = [d for d in drawn if d[2] or d[3]]
         if not drawn:

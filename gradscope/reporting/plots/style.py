@@ -9,6 +9,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from gradscope.printable import printable
+
 DPI = 100
 PANEL_WIDTH = 5.2   # inches per subplot column
 PANEL_HEIGHT = 3.0  # inches per subplot row
@@ -34,8 +36,9 @@ def series_color(index):
 
 def text(value):
     """A label matplotlib draws verbatim: ``$`` would start mathtext (and an unbalanced one
-    fails at save time), so names from the model or the user get it escaped."""
-    return str(value).replace("$", r"\$")
+    fails at save time), so names from the model or the user get it escaped; control
+    characters (no glyph, or a line break in a one-line title) are shown as escapes."""
+    return printable(value).replace("$", r"\$")
 
 
 # fixed margins in inches: grid figures have short, known labels, so a fixed layout looks the
@@ -198,20 +201,6 @@ def marker_for(values, few=30):
     return "o" if len(positive_finite(values)) <= few else None
 
 
-def fmt(value, digits=3):
-    """A short human number: 3 significant digits, inf as ∞, NaN as n/a."""
-    if value is None:
-        return "n/a"
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    return f"{value:.{digits}g}"
-
 
 def hide_unused(axes, used):
     """Switch off the axes of a grid that got no data (``used``: set of (row, col))."""
@@ -269,3 +258,15 @@ def zero_note(ax, words):
         ax.text(0.01, 0.06, "▼ " + UNDERFLOW_LABEL + ": " + "; ".join(words), transform=ax.transAxes,
                 ha="left", va="bottom", fontsize=7, color="#444444",
                 bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))
+
+
+def ratio_axes(ax, line_label, xlabel, ylabel, ticks):
+    """A log y axis of a ratio-like quantity with a dashed reference line at 1 (no change),
+    labels and a light grid; ``ticks(ax)`` labels the y axis (``ratio_ticks``,
+    ``plain_log_labels``)."""
+    ax.axhline(1.0, color=ZERO_LINE, ls="--", lw=1, label=line_label)
+    log_y(ax)
+    ticks(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)

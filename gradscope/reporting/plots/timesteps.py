@@ -3,7 +3,7 @@
 import numpy as np
 
 from gradscope.reporting.plots import style
-from gradscope.reporting.plots.base import MAX_MODULES, Plot, module_label, panel_title, panels, select
+from gradscope.reporting.plots.base import MAX_MODULES, Plot, by_module, module_label, panel_title, panels, select
 
 STATE_NAME = {"h": "h_t", "c": "c_t"}
 
@@ -107,14 +107,7 @@ def caption(banded):
 
 
 def figures(run):
-    rows = run.last
-    if rows.empty:
-        return
-    step = int(rows["step"].max())
-    for module in run.modules()[:MAX_MODULES]:
-        part = rows[rows["module"] == module]
-        if part.empty:
-            continue
+    for step, module, part in by_module(run, run.last):
         hist = run.history[run.history["module"] == module]
         grid = panels(part, module)
         fig, axes = style.new_figure(len(grid), len(grid[0]))
