@@ -16,6 +16,7 @@ class Step:
         self.received = []  # CallRecord that got a gradient, in the order they got it
         self.tracks = {}  # label -> TrackRecord
         self.spoiled = set()  # modules whose numbers of this step cannot be told apart (not recorded)
+        self.closed_calls = None  # calls() as the step's tables were made from it (see close_calls)
         self._next_call = {}  # module name -> next call index
         self.queued = False
         self.closed = False
@@ -44,6 +45,15 @@ class Step:
         for record in records:
             record.call = ranks[record.module][record.call]
         return records
+
+    def close_calls(self):
+        """Fix the calls the step's tables are made of (``calls()`` once, at close) and return them."""
+        self.closed_calls = self.calls()
+        return self.closed_calls
+
+    def measured_calls(self):
+        """The calls fixed at close, or (before that, or where none were) ``calls()`` now."""
+        return self.closed_calls or self.calls()
 
     def new_call_index(self, module):
         index = self._next_call.get(module, 0)
