@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradscope.analysis.verdict import ORDER
 from gradscope.records import TableSource, select_rows
+from gradscope.store import open_source
 
 PREFIX = "gradscope"
 ROOT_NAME = "_root"  # the key name of the model itself when it is the recurrent part ("")
@@ -32,7 +33,8 @@ def metrics(source, step: Optional[int] = None) -> Dict[str, float]:
     """The numbers of one recorded step of a live Scope or a loaded Run, flat.
 
     Args:
-        source: a ``Scope`` (``gradscope.watch``) or a ``Run`` (``gradscope.load``).
+        source: a ``Scope`` (``gradscope.watch``), a ``Run`` (``gradscope.load``), another
+            ``TableSource``, or the path of a run folder.
         step: a recorded step number; None takes the latest recorded step.
 
     Returns:
@@ -46,6 +48,7 @@ def metrics(source, step: Optional[int] = None) -> Dict[str, float]:
     """
     from gradscope.analysis import analyze
 
+    source = open_source(source, "gradscope.metrics")
     recorded = list(source.steps())
     if step is not None and int(step) not in recorded:
         shown = recorded if len(recorded) <= 10 else recorded[:5] + ["..."] + recorded[-5:]

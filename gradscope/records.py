@@ -7,8 +7,6 @@ API.md fixes the names of the first three tables; ``gates`` is gradscope's own a
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -216,54 +214,11 @@ class TableSource:
         return pick_spectrum(self._spectrum_steps(), self._spectrum_values, module, layer=layer,
                              direction=direction, gate=gate, step=step, source=self.name)
 
-    def metrics(self, step: Optional[int] = None) -> dict:
-        """One recorded step as a flat ``{name: float}`` for any logger (``gradscope.metrics``;
-        keys and verdict codes in docs/integrations.md).
-
-        Args:
-            step: a recorded step number; None: the latest.
-        Returns:
-            ``{"gradscope/<module>/l<layer>/<direction>/<name>": float}``.
-        """
-        from gradscope.metrics import metrics
-
-        return metrics(self, step)
-
     def _spectrum_steps(self) -> list:
         raise NotImplementedError
 
     def _spectrum_values(self, step: int) -> list:
         raise NotImplementedError
-
-
-def open_source(source, caller: str = "gradscope") -> TableSource:
-    """What ``analyze``, ``report``, ``compare`` and ``metrics`` read: a Scope or Run as it is,
-    a run folder (str or Path) loaded with ``gradscope.load``.
-
-    Args:
-        source: a ``Scope``, a ``Run``, any other ``TableSource``, or the path of a run folder.
-        caller: the function named in the error message.
-    Returns:
-        The TableSource.
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        TypeError: anything else.
-    """
-    if isinstance(source, TableSource):
-        return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():  # a file goes on to load(), which says it is not a folder
-            raise FileNotFoundError(
-                f"{caller}: run folder {str(path)!r} does not exist; pass the folder given to "
-                "gradscope.watch(..., run_dir=...), a loaded gradscope.load(...) run, or a Scope")
-        from gradscope.store import load  # the store reads these records: imported when needed
-
-        return load(source)
-    raise TypeError(f"{caller} needs a gradscope Scope, a Run from gradscope.load(run_dir), or the path of "
-                    f"a run folder; got {type(source).__name__} (a source of your own: subclass "
-                    "gradscope.records.TableSource, which gives timesteps(), spectra() and the other tables "
-                    "from one table() method)")
 
 
 # ---- the spectrum picker ---------------------------------------------------------------------

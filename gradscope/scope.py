@@ -231,6 +231,20 @@ class Scope(TableSource):
             found = {int(s) for frames in self._tables.values() for f in frames for s in pd.unique(f["step"])}
         return sorted(found)
 
+    def metrics(self, step: Optional[int] = None) -> dict:
+        """One recorded step as a flat ``{name: float}`` for any logger (keys and verdict codes:
+        docs/integrations.md; a loaded run: ``gradscope.metrics.metrics(run, step)``).
+
+        Args:
+            step: a recorded step number; None: the latest.
+        Returns:
+            ``{"gradscope/<module>/l<layer>/<direction>/<name>": float}``, NaN where a value does
+            not exist.
+        """
+        from gradscope.metrics import metrics
+
+        return metrics(self, step)
+
     def spectrum(self, module: str, layer: int = 0, direction: str = "forward", gate: Optional[str] = None,
                  step: int = -1) -> dict:
         """See ``TableSource.spectrum``. A block over ``FULL_SPECTRUM_MAX`` rows and columns keeps

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 import gradscope
-from gradscope.metrics import NAMES, VERDICT_CODES, metric_key
+from gradscope.metrics import NAMES, VERDICT_CODES, metric_key, metrics
 
 T, H, B = 40, 8, 3
 
@@ -95,7 +95,7 @@ def test_a_loaded_run_gives_the_same_metrics(tmp_path):
     scope = linear_steps([0.6, 0.8, 0.95], run_dir=tmp_path / "run")
     run = gradscope.load(tmp_path / "run")
     for step in (None, 0, 1, 2):
-        assert run.metrics(step) == scope.metrics(step)
+        assert metrics(run, step) == metrics(tmp_path / "run", step) == scope.metrics(step)
 
 
 def test_a_step_that_was_not_recorded_is_a_clear_error():

@@ -13,7 +13,8 @@ from gradscope.analysis.measures import build_parts
 from gradscope.analysis.nonfinite_origin import trace_nonfinite
 from gradscope.analysis.nothing_recorded import NO_STEPS_ADVICE, no_steps_finding, recorded_steps
 from gradscope.analysis.rules import Rules, as_rules
-from gradscope.records import TableSource, open_source
+from gradscope.records import TableSource
+from gradscope.store import open_source
 
 
 def analyze(source: Union[TableSource, str, os.PathLike],

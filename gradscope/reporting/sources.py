@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gradscope.records import open_source
+from gradscope.store import open_source
 
 MAX_HISTORY_STEPS = 400
 
