@@ -18,11 +18,11 @@ import torch
 import torch.nn as nn
 
 import gradscope
-from gradscope.records import frame
 
 
-def _no_spectra(step, scope):
-    return {"spectra": frame("spectra"), "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}, []
+def _no_spectra(step):
+    """``spectra_every`` for "capture only": no recorded step gets weight spectra."""
+    return False
 
 
 def make(kind, size_h, size_i):
@@ -82,9 +82,8 @@ def main():
             if variant == "plain":
                 return timed(lambda: one_step(model, opt, x, y))
             mode = variant.split()[0]
-            patch = mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra) \
-                if "only" in variant else contextlib.nullcontext()
-            with patch, gradscope.watch(model, mode=mode):
+            spectra_every = _no_spectra if "only" in variant else 1
+            with gradscope.watch(model, mode=mode, spectra_every=spectra_every):
                 return timed(lambda: one_step(model, opt, x, y))
 
         for v in variants:  # warm up
@@ -123,10 +122,9 @@ def profile(batch, hidden, steps, repeat=5):
                mock.patch.object(adjoint, "_layer_states", timer("states+factors (incl. the above)",
                                                                  adjoint._layer_states)),
                mock.patch.object(adjoint, "_recursion", timer("recursion loop", adjoint._recursion)),
-               mock.patch.object(adjoint, "_gate_statistics", timer("gate statistics", adjoint._gate_statistics)),
+               mock.patch.object(adjoint, "gate_statistics", timer("gate statistics", adjoint.gate_statistics)),
                mock.patch.object(accumulate.Series, "reduce", timer("norms", accumulate.Series.reduce)),
-               mock.patch.object(fast, "run_layer", timer("run_layer total", adjoint.run_layer)),
-               mock.patch("gradscope.capture.measure.weight_and_jacobian_tables", _no_spectra)]
+               mock.patch.object(fast, "run_layer", timer("run_layer total", adjoint.run_layer))]
     for kind in ("RNN", "GRU", "LSTM"):
         model = make(kind, hidden, hidden)
         x = torch.randn(batch, steps, hidden)
@@ -137,7 +135,7 @@ def profile(batch, hidden, steps, repeat=5):
             with contextlib.ExitStack() as stack:
                 for patch in patches:
                     stack.enter_context(patch)
-                stack.enter_context(gradscope.watch(model, mode="fast"))
+                stack.enter_context(gradscope.watch(model, mode="fast", spectra_every=_no_spectra))
                 seen.setdefault("fast step", []).append(timed(lambda: model(x)[0].pow(2).mean().backward()))
             for name, value in parts.items():
                 seen.setdefault(name, []).append(value)

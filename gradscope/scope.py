@@ -8,24 +8,15 @@ table rows (in memory, and streamed to ``run_dir`` when given).
 import threading
 from typing import Optional
 import warnings
-import weakref
 
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from gradscope.capture.custom import exact_custom_forward
-from gradscope.capture.discover import find_parts
-from gradscope.capture.fast import fast_module_forward, part_routes
-from gradscope.capture.finish import timestep_and_gate_tables
-from gradscope.capture.forward_nonfinite import forward_nonfinite_table
-from gradscope.capture.links import LinkTable
-from gradscope.capture.patch import ForwardPatch, watched_by
-from gradscope.capture.steps import StepClock
-from gradscope.capture.stock_cells import exact_cell_forward
-from gradscope.capture.track import track as _track
-from gradscope.capture.unroll import NotSteppable, exact_module_forward
-from gradscope.capture.weight_reads import WeightRead
+from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, Part, StepClock, check_weights,
+                               describe, find_parts, forward_nonfinite_table, jacobian_tables, labelled_weights,
+                               part_routes, refuse_compiled, route_for, scripted_hint, spectra_job, timestep_and_gate_tables, watched_by,
+                               weight_reads)
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
 from gradscope.records import SCHEMA_VERSION, Columns, Steps, TableSource, checked_columns, spectrum_of
@@ -73,72 +64,6 @@ def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=Fals
                  overwrite=overwrite, append=append)
 
 
-class _Capture:
-    """What the capture routes see of the Scope during one forward call of a recorded step."""
-
-    gate_stats = True
-
-    def __init__(self, scope, step):
-        self.scope = scope
-        self.step = step
-        self.links = scope._links
-        self.jacobians = scope._jacobians
-        self.custom_layouts = scope._custom_layouts
-        self.records = []
-
-    def warn(self, key, message):
-        self.scope._warn(key, message)
-
-    def add_call(self, record):
-        self.records.append(record)
-        self.step.add_call(record)
-
-    def hook(self, tensor, fn):
-        self.scope._hook(self.step, tensor, fn)
-
-    def probe(self, leaf, record, layer, direction, state, part, rows):
-        def fire(grad):
-            record.add(layer, direction, state, part, grad, rows)
-            record.probe_fired(layer, direction, state)
-
-        self.hook(leaf, fire)
-
-    def returned_state(self, record, state, internal, cell, squeeze):
-        """The final state as the user gets it: a copy, so that its hook sees all of the user's
-        uses and nothing of gradscope's own (the gradient of every use: the direct part plus,
-        when the user passes it on to the next call, the carried part that call subtracts)."""
-        user = (internal.squeeze(0 if cell else 1) if squeeze else internal).clone()
-        size = internal.shape[-1]
-        if cell:
-            self.hook(user, lambda g: record.add_final("direct", state, g.reshape(1, -1, size)))
-        else:
-            self.hook(user, lambda g: record.add_final("direct", state, g.unsqueeze(1) if squeeze else g))
-        self.links.add(user, record, state)
-        return user
-
-    def continue_sequence(self, links, tensors, to_final_layout):
-        """Add a zero probe to each initial state that continues an earlier call. Its gradient is
-        the part carried into that call's last step; it is moved from that step's direct part
-        (where the returned tensor's hook put it, with all other uses) to its carried part."""
-        out = []
-        for link, tensor in zip(links, tensors):
-            probe = torch.zeros_like(tensor, requires_grad=True)
-
-            def fire(g, prev=link.record, state=link.state):
-                g = to_final_layout(g)
-                prev.add_final("carried", state, g)
-                prev.add_final("direct", state, -g)
-
-            self.hook(probe, fire)
-            link.record.probe_leaves.append(weakref.ref(probe))
-            out.append(tensor + probe)
-        return out
-
-    def abandon(self):
-        for record in self.records:
-            self.step.drop_call(record)
-
-
 class Scope(TableSource):
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
@@ -163,12 +88,13 @@ class Scope(TableSource):
         self.every = every
         self.mode = mode
         self.name = name if name is not None else type(model).__name__
-        self._weights = self._check_weights(weights)
+        self._weights = check_weights(weights)
         self._optimizer = optimizer
         self._optimizer_hook = None
         self._spectra_mode = spectra
         self._spectra_every = spectra_every
         self._jacobians = bool(jacobians)
+        refuse_compiled(model)
         self._if_exists = _if_exists(run_dir, overwrite, append)
         # under torch.distributed: every rank reduces each recorded step, rank 0 alone writes
         self._reducer = step_reducer(model)
@@ -176,7 +102,7 @@ class Scope(TableSource):
         self._parts = find_parts(model, cells)
         if not self._parts and not self._weights:
             raise NoRecurrentModuleError(
-                f"gradscope.watch: found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
+                f"gradscope.watch: {scripted_hint(model)}found no nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell or nn.LSTMCell in "
                 f"{type(model).__name__}, and no cells= or weights= were given. For a custom cell module "
                 "called once per time step, pass watch(model, cells=[model.my_cell]) (or its qualified name). "
                 "For a hand-written loop over raw Parameters, pass weights={'W_hh': W_hh} and mark each new "
@@ -184,7 +110,8 @@ class Scope(TableSource):
         self._patches = []
         self._links = LinkTable()
         self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
-        self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None)
+        self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None,
+                                on_drop=lambda step: self._links.clear())
         self._background = None  # BackgroundSpectra while started, where the spectra run in the background
         self._lock = threading.RLock()  # the tables, against the background thread
         self._write_lock = threading.Lock()  # the run folder, against the background thread
@@ -224,9 +151,8 @@ class Scope(TableSource):
                 self._stream_rows()
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
-            for value in self._weights.values():
-                if isinstance(value, WeightRead):
-                    value.start()
+            for read in weight_reads(self._weights):
+                read.start()
             if self._optimizer is not None:
                 self._optimizer_hook = self._optimizer.register_step_post_hook(
                     lambda optimizer, args, kwargs: self._clock.optimizer_stepped())
@@ -261,9 +187,8 @@ class Scope(TableSource):
         for patch in reversed(self._patches):
             patch.remove()
         self._patches = []
-        for value in self._weights.values():
-            if isinstance(value, WeightRead):
-                value.stop()
+        for read in weight_reads(self._weights):
+            read.stop()
         if self._optimizer_hook is not None:
             self._optimizer_hook.remove()
             self._optimizer_hook = None
@@ -280,13 +205,12 @@ class Scope(TableSource):
         """Mark ``value`` (h, or (h, c)) as the next time step of ``label``; returns ``value``."""
         if not self._capturing():
             return value
+        part = Part(label, None, "track")
         if label not in self.meta["modules"] and isinstance(label, str):
-            self.meta["modules"][label] = {"cell": "track", "kind": "track", "layers": 1, "directions": ["forward"],
-                                           "hidden_size": None, "proj_size": 0}
+            self.meta["modules"][label] = describe(part)
             if self._writer is not None:
                 self._writer.update_meta(self.meta)
-        ctx = _Capture(self, self._clock.open())
-        return _track(ctx, value, label)
+        return route_for("track", self.mode)(self._capture(self._clock.open()), part, None, (value,), {})
 
     # ---- the tables (gradscope.records.TableSource: the same methods as a loaded Run) -------
     def table(self, table: str, steps: Steps = None, columns: Columns = None) -> pd.DataFrame:
@@ -395,6 +319,7 @@ class Scope(TableSource):
 
     def _forward_for(self, part, original):
         scope = self
+        route = route_for(part.kind, self.mode)
 
         def forward(*args, **kwargs):
             if not scope._capturing() or not _needs_grad(part.module, args, kwargs):
@@ -404,19 +329,16 @@ class Scope(TableSource):
                 out = original(*args, **kwargs)
                 scope._watch_outputs(step, out)
                 return out
-            ctx = _Capture(scope, step)
+            ctx = scope._capture(step)
             try:
-                if part.kind == "module":
-                    route = fast_module_forward if scope.mode == "fast" else exact_module_forward
-                    return route(ctx, part.name, part.module, *args, **kwargs)
-                if part.kind == "cell":
-                    return exact_cell_forward(ctx, part.name, part.module, *args, **kwargs)
-                return exact_custom_forward(ctx, part.name, part.module, original, args, kwargs)
+                return route(ctx, part, original, args, kwargs)
             except NotSteppable:
                 ctx.abandon()
                 return original(*args, **kwargs)
             except Exception as err:
                 ctx.abandon()
+                if _is_control_flow(err):
+                    raise
                 out = original(*args, **kwargs)  # bad input raises the module's own error here
                 scope._warn(("fallback", part.name), (
                     f"gradscope: could not step {part.name or '<root>'} ({type(part.module).__name__}) exactly "
@@ -427,6 +349,11 @@ class Scope(TableSource):
         setattr(forward, ForwardPatch.MARK, scope)
         return forward
 
+    def _capture(self, step):
+        """The capture context of one forward call (or track call) of ``step``."""
+        return Capture(step, links=self._links, jacobians=self._jacobians, custom_layouts=self._custom_layouts,
+                       warn=self._warn, hook=self._hook, active=lambda: self._active, reached=self._clock.reached)
+
     def _hook(self, step, tensor, fn):
         scope = self
 
@@ -434,7 +361,9 @@ class Scope(TableSource):
             if step.closed or not scope._active:
                 return
             try:
-                fn(grad)
+                # backward(create_graph=True) hands gradients that carry a graph; records keep
+                # numbers only, and measuring must not grow the user's second-order graph
+                fn(grad.detach())
             except Exception as err:  # never break the user's backward pass
                 scope._warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
                                                            f"({type(err).__name__}: {err})")
@@ -453,7 +382,6 @@ class Scope(TableSource):
         if not step.recorded:
             self._forget_weight_reads()
             return
-        tables, values = {}, []
         if any(record.restricted for record in step.received):
             self._warn(("restricted",), (
                 "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "
@@ -461,7 +389,7 @@ class Scope(TableSource):
                 "inputs, so the watched modules' numbers of such steps are not recorded. Record steps that "
                 "call loss.backward()."))
         try:
-            tables["timesteps"], tables["gates"] = timestep_and_gate_tables(step)
+            tables = dict(zip(("timesteps", "gates"), timestep_and_gate_tables(step)))
         except Exception as err:
             self._warn(("close", type(err).__name__), f"gradscope: step {step.number}'s gradients could not be "
                                                        f"recorded ({type(err).__name__}: {err})")
@@ -473,27 +401,37 @@ class Scope(TableSource):
         except Exception as err:  # the gradients are still worth keeping
             self._warn(("forward", type(err).__name__), f"gradscope: step {step.number}'s forward NaN/Inf "
                                                          f"check failed ({type(err).__name__}: {err})")
-        from gradscope.capture.measure import jacobian_tables, spectra_job
+        values, job = self._measure_weights(step, tables)
+        self._keep_step(step.number, tables, values, job)
 
-        job = None
+    def _measure_weights(self, step, tables):
+        """The step's spectra (computed now, or a job for the background thread) and opt-in
+        Jacobians, added to ``tables``; returns ``(spectrum values, background job or None)``."""
+        values, job = [], None
         try:
             if self._spectra_schedule(step.number):
                 # the copy of the weights is taken now, before the optimizer changes them
-                job = spectra_job(step, self, parallel=self._background is None)
+                labelled = labelled_weights(self._weights, step.number, self._warn)
+                job = spectra_job(step, labelled, parallel=self._background is None)
             else:
                 self._forget_weight_reads()
             if job is not None and self._background is None:
-                tables["spectra"], values, latest = job()
+                job, compute = None, job
+                tables["spectra"], values, latest = compute()
                 self._latest_weights = latest or self._latest_weights
-                job = None
             if self._jacobians:  # opt-in, and computed now: it needs the step's states
                 tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
         except Exception as err:  # the gradients are still worth keeping
             self._warn(("spectra", type(err).__name__), f"gradscope: step {step.number}'s spectra/Jacobians could "
                                                          f"not be measured ({type(err).__name__}: {err})")
-        self._store_step(step.number, tables, values)
+        return values, job
+
+    def _keep_step(self, number, tables, values, job):
+        """A measured step's rows into the tables and the run folder (the mean over ranks under
+        torch.distributed) and, for its spectra, the background thread."""
+        self._store_step(number, tables, values)
         if job is not None:
-            self._background.submit(step.number, job)
+            self._background.submit(number, job)
 
     def _store_step(self, number, tables, values):
         """A closed step's rows: to the run folder, and in memory unless the Scope reads them
@@ -526,9 +464,8 @@ class Scope(TableSource):
 
     def _forget_weight_reads(self):
         """A step whose weights are not measured: its reads are not the next step's."""
-        for value in self._weights.values():
-            if isinstance(value, WeightRead):
-                value.forget()
+        for read in weight_reads(self._weights):
+            read.forget()
 
     def _deliver_spectra(self, number, result):
         """On the background thread, in step order: a step's spectra join the tables, then the
@@ -558,74 +495,14 @@ class Scope(TableSource):
             with self._lock:
                 self._rows.written()
 
-    def _labelled_weights(self, step):
-        """``{label: matrix}`` of the ``weights=`` entries for a recorded step, at its close: a
-        tensor as it is now (before the optimizer steps), a ``(module, name)`` pair as the
-        forward read it, a callable called now, once (it must be free of side effects)."""
-        out = {}
-        for label, value in self._weights.items():
-            if isinstance(value, WeightRead):
-                matrix = value.taken()
-                if matrix is None:
-                    self._warn(("unread", label), (
-                        f"gradscope: watch(weights={{{label!r}: (module, {value.name!r})}}): "
-                        f"{type(value.module).__name__}.{value.name} was not read with grad enabled during step "
-                        f"{step.number}, so its spectra are not recorded for that step"))
-                    continue
-            elif isinstance(value, torch.Tensor):
-                matrix = value
-            else:
-                with torch.no_grad():
-                    matrix = value()
-            out[label] = torch.as_tensor(matrix).detach()
-        return out
-
     def _warn(self, key, message):
         if key in self._warned:
             return
         self._warned.add(key)
         warnings.warn(message, GradscopeWarning, stacklevel=2)
 
-    @staticmethod
-    def _check_weights(weights):
-        if weights is None:
-            return {}
-        if not isinstance(weights, dict):
-            raise TypeError("gradscope.watch(weights=...): expected a dict {label: tensor, Parameter, "
-                            f"(module, 'attribute') or zero-argument callable}}, got {type(weights).__name__}")
-        checked = {}
-        for label, value in weights.items():
-            if not isinstance(label, str):
-                raise TypeError(f"gradscope.watch(weights=...): labels must be str, got {label!r}")
-            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], nn.Module) \
-                    and isinstance(value[1], str):
-                value = WeightRead(label, value[0], value[1])
-            elif not (isinstance(value, torch.Tensor) or callable(value)):
-                raise TypeError(f"gradscope.watch(weights={{{label!r}: ...}}): expected a tensor, Parameter, "
-                                "(module, 'attribute') pair (for a property: the value the forward read is kept) "
-                                f"or zero-argument callable, got {type(value).__name__}")
-            checked[label] = value
-        return checked
-
     def _make_meta(self):
-        modules = {}
-        for part in self._parts:
-            m = part.module
-            if part.kind == "module":
-                from gradscope.cells import cell_kind
-
-                modules[part.name] = {
-                    "cell": cell_kind(m), "kind": "module", "layers": m.num_layers,
-                    "directions": ["forward", "reverse"] if m.bidirectional else ["forward"],
-                    "hidden_size": m.hidden_size, "proj_size": m.proj_size}
-            elif part.kind == "cell":
-                from gradscope.cells import cell_kind
-
-                modules[part.name] = {"cell": cell_kind(m), "kind": "cell", "layers": 1,
-                                      "directions": ["forward"], "hidden_size": m.hidden_size, "proj_size": 0}
-            else:
-                modules[part.name] = {"cell": type(m).__name__, "kind": "custom", "layers": 1,
-                                      "directions": ["forward"], "hidden_size": None, "proj_size": 0}
+        modules = {part.name: describe(part) for part in self._parts}
         return {"schema": SCHEMA_VERSION, "name": self.name, "mode": self.mode, "every": _json_schedule(self.every),
                 "spectra_every": _json_schedule(self._spectra_every), "jacobians": self._jacobians,
                 "modules": modules, "weights": sorted(self._weights)}
@@ -633,6 +510,12 @@ class Scope(TableSource):
     def __repr__(self):
         state = "watching" if self._active else "stopped"
         return f"<gradscope.Scope {self.name!r} {state}, {len(self._parts)} parts, {self.steps_seen} steps seen>"
+
+
+def _is_control_flow(err):
+    """An exception torch raises on purpose through the forward, not a failure to step: the
+    non-reentrant torch.utils.checkpoint stops its recomputation inside backward this way."""
+    return type(err).__name__ == "_StopRecomputationError" and type(err).__module__ == "torch.utils.checkpoint"
 
 
 def _if_exists(run_dir, overwrite, append):

@@ -95,8 +95,10 @@ class StepRows:
             return self._refreshed().table(table, wanted, columns)
         # rows of steps whose write failed are merged in, in step order
         need = columns if "step" in columns else columns + ["step"]
-        merged = pd.concat([self._refreshed().table(table, wanted, need),
-                            select_rows(self._in_memory(table), table, wanted, need)], ignore_index=True)
+        held = select_rows(self._in_memory(table), table, wanted, need)
+        # a write that failed after its commit line was out (its fsync) is on disk as well
+        held = held[~held["step"].isin(self._refreshed().steps_in(table))]
+        merged = pd.concat([self._folder.table(table, wanted, need), held], ignore_index=True)
         return merged.sort_values("step", kind="stable").loc[:, columns].reset_index(drop=True)
 
     def _refreshed(self):

@@ -123,3 +123,21 @@ def test_a_scope_without_run_dir_keeps_its_rows_in_memory():
         step()
         step()
     assert scope.steps() == [0, 1] and len(scope.timesteps()) == 12
+
+
+def test_a_step_whose_write_failed_after_its_commit_is_not_read_twice(tmp_path, monkeypatch):
+    model, step = gru_trainer()
+    original = RunWriter.write_step
+
+    def fails_after_writing_step_1(self, number, tables, values=()):
+        original(self, number, tables, values)
+        if number == 1:
+            raise OSError(5, "Input/output error")  # e.g. the commit line's fsync
+
+    monkeypatch.setattr(RunWriter, "write_step", fails_after_writing_step_1)
+    with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline") as scope:
+        step()
+        with pytest.warns(GradscopeWarning, match="step 1 could not be written"):
+            step()
+        step()
+    assert_scope_equals_folder(scope, tmp_path / "run")

@@ -117,10 +117,7 @@ def exact_custom_forward(ctx, name, module, original, args, kwargs):
             returned.append(tensor)
     if not returned:
         return out
-    if previous is not None:
-        call_index, t_offset = previous.record.call, previous.record.t_offset + previous.record.T
-    else:
-        call_index, t_offset = ctx.step.new_call_index(name), 0
+    call_index, t_offset = ctx.call_position(name, previous.record if previous is not None else None)
     first = returned[0]
     record = CallRecord(name, type(module).__name__, call_index, t_offset, [_batch(first.shape)], 1,
                         ("forward",), {}, first.device)

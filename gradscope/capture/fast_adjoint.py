@@ -17,9 +17,7 @@ the reverse direction).
 import torch
 import torch.nn.functional as F
 
-from gradscope.cells import GATE_ACTIVATION, GATES
-
-SATURATION_MARGIN = 0.05  # the exact route's margin (unroll.py): the same statistics on both routes
+from gradscope.capture.gate_stats import gate_statistics
 
 
 class LayerJob:
@@ -27,8 +25,7 @@ class LayerJob:
 
     def __init__(self, ctx, record, kind, layer, directions, bs, size_h, size_c, inputs, outputs, h0, c0,
                  weights, jacobians):
-        self.scope = ctx.scope
-        self.step = ctx.step
+        self.ctx = ctx
         self.gate_stats = ctx.gate_stats
         self.record = record
         self.kind = kind
@@ -46,11 +43,11 @@ class LayerJob:
 
     def live(self):
         """False once the step closed or the scope stopped: then nothing is recorded."""
-        return not self.step.closed and self.scope._active
+        return self.ctx.live()
 
     def reached(self):
         """Tell the step clock a backward pass went through this step (it closes at its end)."""
-        self.scope._clock.reached(self.step)
+        self.ctx.reached()
 
     def failed(self, err):
         for direction in self.directions:
@@ -58,7 +55,7 @@ class LayerJob:
                 series = self.record.series.get((self.layer, direction, state))
                 if series is not None:
                     series.spoiled = True  # no number rather than a wrong one
-        self.scope._warn(("fast", type(err).__name__), (
+        self.ctx.warn(("fast", type(err).__name__), (
             f"gradscope: the fast route's recursion failed for {self.record.module or '<root>'} layer "
             f"{self.layer} ({type(err).__name__}: {err}); its numbers of this step are not recorded."))
 
@@ -82,7 +79,7 @@ def run_layer(job, g_out, g_hy, g_cy=None):
             record.add(job.layer, direction, "c", "direct", g_cy[d], record.final_rows(direction))
         states = _layer_states(job, d, direction)
         if job.gate_stats:
-            _gate_statistics(record, job.kind, job.layer, direction, states["gate_block"])
+            gate_statistics(record, job.kind, job.layer, direction, states["gate_block"])
         if job.jacobians:
             prev = states["prev_h"] if job.kind != "LSTM" else torch.cat([states["prev_h"], states["prev_c"]], 1)
             record.jacobian_inputs[key] = {"xw": states["xw"], "prev_state": prev,
@@ -138,15 +135,17 @@ def _layer_states(job, d, direction):
     """Gates, activations, previous states and the derivative factors of one direction."""
     record, kind = job.record, job.kind
     reverse = direction == "reverse"
-    w = job.weights[d]
     size = job.size_h
     h = job.outputs[:, d * size:(d + 1) * size]
-    prev_h = _previous(record, reverse, job.h0[d], h)
+    # under autocast the fused op ran in a lower precision than the weights: recompute (and run
+    # the recursion) in that precision too, as its own backward does, overflow included
+    w = {k: (v.to(h.dtype) if v is not None else None) for k, v in job.weights[d].items()}
+    prev_h = _previous(record, reverse, job.h0[d].to(h.dtype), h)
     out = {"prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
     if kind in ("RNN_TANH", "RNN_RELU") and not job.jacobians:
         xw = None  # an RNN's factors need only its outputs: no matmul over all t
     else:
-        xw = F.linear(job.inputs, w["w_ih"], w["b_ih"])
+        xw = F.linear(job.inputs.to(h.dtype), w["w_ih"], w["b_ih"])
     out["xw"] = xw
     if kind in ("RNN_TANH", "RNN_RELU"):
         out["gate_block"] = h.unsqueeze(1)
@@ -172,7 +171,7 @@ def _layer_states(job, d, direction):
     gates = pre.add_(xw).view(pre.shape[0], 4, -1)
     i, f, g, o = gates.unbind(1)
     i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
-    c = _cell_scan(record, reverse, job.c0[d], f, i * g)
+    c = _cell_scan(record, reverse, job.c0[d].to(h.dtype), f, i * g)
     prev_c = _previous(record, reverse, job.c0[d], c)
     tc = torch.tanh(c)
     out["gate_block"] = gates
@@ -217,6 +216,9 @@ def _recursion(job, direction, states, known_h, known_c):
     reverse = direction == "reverse"
     w_hh, w_hr = states["w_hh"], states["w_hr"]
     like = states["prev_h"]
+    # the gradients that arrived may be of another precision than the layer ran in (autocast)
+    known_h = known_h.to(like.dtype) if known_h is not None else None
+    known_c = known_c.to(like.dtype) if known_c is not None else None
     rec_h = torch.zeros_like(like)
     split = lambda value: value.split(bs) if value is not None else [None] * steps  # noqa: E731
     known_h_s, rec_h_s = split(known_h), rec_h.split(bs)
@@ -259,33 +261,3 @@ def _recursion(job, direction, states, known_h, known_c):
             torch.mm(total[:m] * K_s[t][:m], w_hh, out=rec_h_s[nt][:m])
     return out
 
-
-def _gate_statistics(record, kind, layer, direction, gates):
-    """Per gate: [count, sum, share near the lower bound, share near the upper bound], as the
-    exact route records them. ``gates``: (N, G, H). Column sums over the rows first, in the
-    gates' dtype (counts are exact: integers below 2**24), then over H in float64: a few fast
-    passes instead of a float64 copy per statistic."""
-    activations = GATE_ACTIVATION[kind]
-    rows, n_gates, size = gates.shape
-    columns = gates.reshape(rows, n_gates * size)
-
-    def per_gate(value):
-        return value.sum(0).view(n_gates, size).sum(1, dtype=torch.float64)
-
-    sums = per_gate(columns)
-    high = per_gate((columns > 1 - SATURATION_MARGIN).to(columns.dtype))
-    low = {}
-    for activation in sorted(set(activations.values())):
-        if activation == "sigmoid":
-            low[activation] = per_gate((columns < SATURATION_MARGIN).to(columns.dtype))
-        elif activation == "tanh":
-            low[activation] = per_gate((columns < -1 + SATURATION_MARGIN).to(columns.dtype))
-        else:  # relu: "low" is a dead unit; there is no upper bound
-            low[activation] = per_gate((columns == 0).to(columns.dtype))
-    nan = sums.new_tensor(float("nan"))
-    count = sums.new_tensor(float(rows * size))
-    for index, gate in enumerate(GATES[kind]):
-        activation = activations[gate]
-        stats = torch.stack([count, sums[index], low[activation][index],
-                             high[index] if activation != "relu" else nan])
-        record.gate_stats.append((layer, direction, gate, activation, stats))

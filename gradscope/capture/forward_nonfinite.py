@@ -42,13 +42,14 @@ def forward_nonfinite_table(step):
     at least one sequence held a NaN or Inf (none when everything was finite).
 
     Args:
-        step: the closed Step; its ``closed_calls`` (set by finish.timestep_and_gate_tables)
+        step: the closed Step; its ``closed_calls`` (fixed by ``Step.close_calls`` in
+            finish.timestep_and_gate_tables)
             are the calls a gradient reached, numbered as in ``timesteps``.
     Returns:
         A DataFrame with the columns of ``gradscope.records.TABLES["forward_nonfinite"]``.
     """
     rows = []
-    for record in getattr(step, "closed_calls", None) or ():
+    for record in step.closed_calls or ():
         checks = getattr(record, _ATTRIBUTE, ())
         if not checks:
             continue

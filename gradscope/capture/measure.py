@@ -1,4 +1,6 @@
-"""Spectra of the weights used in a step, and (opt-in) state Jacobians and Lyapunov spectra."""
+"""Spectra of the weights used in a step, and (opt-in) state Jacobians and Lyapunov spectra.
+
+Each function takes what it measures as arguments and returns its result; the Scope keeps it."""
 
 import numpy as np
 import torch
@@ -6,38 +8,28 @@ import torch
 from gradscope.records import frame
 
 
-def weight_and_jacobian_tables(step, scope):
-    """Tables ``spectra``, ``jacobians``, ``lyapunov`` of a closed, recorded step, and the full
-    spectrum values for ``spectrum()``, all computed now (``watch(spectra="inline")``)."""
-    spectra, values, latest = spectra_job(step, scope)()
-    if latest:
-        scope._latest_weights = latest
-    tables = {"spectra": spectra, "jacobians": frame("jacobians"), "lyapunov": frame("lyapunov")}
-    if scope._jacobians:
-        tables["jacobians"], tables["lyapunov"] = jacobian_tables(step)
-    return tables, values
+def spectra_job(step, labelled, parallel=True):
+    """On the training thread, at step close: copy the weights the step used and return a
+    function of no arguments that computes the step's spectra from that copy, on any thread.
 
+    Args:
+        step: the closed, recorded Step (its measured calls hold the weights they used; the
+            recurrent blocks of each module's first call stand for the step).
+        labelled: ``{label: matrix}`` of the ``weights=`` entries for this step
+            (``weight_reads.labelled_weights``).
+        parallel: let ``gradscope.spectra.workers`` use worker threads (only from the
+            training thread).
 
-def spectra_job(step, scope, parallel=True):
-    """On the training thread, at step close: copy the weights the step used (the recurrent
-    blocks only, and each ``weights=`` entry as ``scope._labelled_weights`` resolves it) and
-    return a function of no arguments that computes ``(spectra table, full spectrum values,
-    latest weights for spectrum())`` from that copy, on any thread. ``parallel``: let
-    ``gradscope.spectra.workers`` use worker threads (only from the training thread)."""
+    Returns:
+        ``compute() -> (spectra table, full spectrum values, latest weights)``; the latest
+        weights ``{(module, layer, direction): (step, kind, weights)}`` serve ``spectrum()``
+        for blocks too large to keep a full spectrum of.
+    """
     from gradscope.spectra import blocks as sp
     from gradscope.spectra.workers import spectra_of_parts
 
-    jobs, seen = [], set()
-    for record in getattr(step, "closed_calls", None) or step.calls():  # the weights of a module's first call stand for the step
-        if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
-            continue
-        seen.add(record.module)
-        for (layer, direction), weights in record.weights.items():
-            # a copy: the optimizer changes the parameters in place once the step is over
-            copied = {k: weights[k].detach().clone() for k in ("w_hh", "w_hr") if weights.get(k) is not None}
-            jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
-                         "kind": record.cell, "weights": copied})
-    labelled = {label: matrix.detach().clone() for label, matrix in scope._labelled_weights(step).items()}
+    jobs = _recurrent_blocks(step)
+    labelled = {label: matrix.detach().clone() for label, matrix in labelled.items()}
     number = step.number
 
     def compute():
@@ -57,6 +49,22 @@ def spectra_job(step, scope, parallel=True):
     return compute
 
 
+def _recurrent_blocks(step):
+    """A copy of the recurrent weights of each module's first measured call (they stand for
+    the step), one spectra job per layer and direction."""
+    jobs, seen = [], set()
+    for record in step.measured_calls():
+        if record.module in seen or not record.weights or record.cell not in ("RNN_TANH", "RNN_RELU", "GRU", "LSTM"):
+            continue
+        seen.add(record.module)
+        for (layer, direction), weights in record.weights.items():
+            # a copy: the optimizer changes the parameters in place once the step is over
+            copied = {k: weights[k].detach().clone() for k in ("w_hh", "w_hr") if weights.get(k) is not None}
+            jobs.append({"step": step.number, "module": record.module, "layer": layer, "direction": direction,
+                         "kind": record.cell, "weights": copied})
+    return jobs
+
+
 def jacobian_tables(step):
     """Per t: batch mean of the spectral norm of d state_{t+1} / d state_t (the joint (h, c) state
     for LSTM), and per chain of calls the Lyapunov spectrum along the trajectory."""
@@ -64,7 +72,7 @@ def jacobian_tables(step):
 
     jac_rows, lyap_rows = [], []
     chains = {}
-    for record in getattr(step, "closed_calls", None) or step.calls():
+    for record in step.measured_calls():
         if not record.received:
             continue
         for (layer, direction), inputs in record.jacobian_inputs.items():

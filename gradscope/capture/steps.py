@@ -16,6 +16,7 @@ class Step:
         self.received = []  # CallRecord that got a gradient, in the order they got it
         self.tracks = {}  # label -> TrackRecord
         self.spoiled = set()  # modules whose numbers of this step cannot be told apart (not recorded)
+        self.closed_calls = None  # calls() as the step's tables were made from it (see close_calls)
         self._next_call = {}  # module name -> next call index
         self.queued = False
         self.closed = False
@@ -45,10 +46,25 @@ class Step:
             record.call = ranks[record.module][record.call]
         return records
 
+    def close_calls(self):
+        """Fix the calls the step's tables are made of (``calls()`` once, at close) and return them."""
+        self.closed_calls = self.calls()
+        return self.closed_calls
+
+    def measured_calls(self):
+        """The calls fixed at close, or (before that, or where none were) ``calls()`` now."""
+        return self.closed_calls or self.calls()
+
     def new_call_index(self, module):
         index = self._next_call.get(module, 0)
         self._next_call[module] = index + 1
         return index
+
+
+def _graph_task_id():
+    """The id of the backward pass running on this thread (-1 outside one; None if unknown)."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current() if current is not None else None
 
 
 def _queue_at_end_of_backward(callback):
@@ -69,16 +85,19 @@ class StepClock:
     optimizer steps.
     """
 
-    def __init__(self, schedule, on_close, optimizer_steps=False):
+    def __init__(self, schedule, on_close, optimizer_steps=False, on_drop=None):
         self.schedule = schedule
         self.on_close = on_close
         self.optimizer_steps = optimizer_steps
+        self.on_drop = on_drop  # called with a step dropped because its backward pass raised
         self.count = 0  # steps closed so far
         self.current = None
         self._measured = False  # optimizer_steps: this step's first backward has been through
 
     def open(self):
         """The open step, opening one if needed."""
+        if self.current is not None and self._backward_raised(self.current):
+            self._drop(self.current)
         if self.current is None:
             recorded = not self._measured and bool(self.schedule(self.count))
             self.current = Step(self.count, recorded)
@@ -101,6 +120,21 @@ class StepClock:
         else:
             self.count += 1
         self.on_close(step)
+
+    @staticmethod
+    def _backward_raised(step):
+        # A backward pass that reached the step queued its close; the engine runs queued
+        # callbacks only when the pass ends without an error. Still queued and open outside any
+        # backward pass: that pass raised (in a user's hook, a KeyboardInterrupt, ...).
+        return step.queued and not step.closed and _graph_task_id() == -1
+
+    def _drop(self, step):
+        """Forget a step whose backward pass raised: its numbers are partial, so it is neither
+        recorded nor counted (the next step takes its number), and later steps close normally."""
+        step.closed = True
+        self.current = None
+        if self.on_drop is not None:
+            self.on_drop(step)
 
     def optimizer_stepped(self):
         """``optimizer.step()`` returned: the step ends (a forward no backward reached is

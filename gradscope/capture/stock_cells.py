@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture.accumulate import CallRecord
-from gradscope.capture.unroll import NotSteppable, run_direction
+from gradscope.capture.module_call import NotSteppable
+from gradscope.capture.unroll import run_direction
 from gradscope.cells import cell_kind, module_weights
 
 
 def exact_cell_forward(ctx, name, module, input, hx=None):
+    """Run the cell ``module`` on ``input`` (one time step) with its own weights, recording into
+    the capture context ``ctx``."""
     kind = cell_kind(module)
     is_lstm = kind == "LSTM"
     label = type(module).__name__
@@ -37,14 +40,9 @@ def exact_cell_forward(ctx, name, module, input, hx=None):
                 raise ValueError(f"{label}: Expected hidden{f'[{index}]' if is_lstm else ''} to be 1D or 2D, "
                                  f"got {value.dim()}D instead")
         states_in = given if is_batched else [v.unsqueeze(0) for v in given]
-    if links is not None:  # the user passed on the state an earlier call returned: same sequence
-        states_in = ctx.continue_sequence(links, states_in, lambda g: g.reshape(1, -1, g.shape[-1]))
-
-    if links is not None:
-        previous = links[0].record
-        call_index, t_offset = previous.call, previous.t_offset + previous.T
-    else:
-        call_index, t_offset = ctx.step.new_call_index(name), 0
+    # the user passed on the state an earlier call returned: the same sequence goes on
+    states_in, call_index, t_offset = ctx.continue_or_open(
+        name, links, states_in, lambda g: g.reshape(1, -1, g.shape[-1]))
     states = {"h": module.hidden_size, "c": module.hidden_size} if is_lstm else {"h": module.hidden_size}
     record = CallRecord(name, kind, call_index, t_offset, [batch], 1, ("forward",), states, input.device)
     ctx.add_call(record)

@@ -78,3 +78,72 @@ class WeightRead:
     def forget(self):
         """A step closed without being recorded: its reads are not the next step's."""
         self._value = None
+
+
+def check_weights(weights):
+    """``watch(weights=...)`` checked: ``{label: tensor | callable | WeightRead}``.
+
+    Args:
+        weights: None, or ``{label: tensor, Parameter, (module, "attribute") or zero-argument callable}``.
+
+    Returns:
+        The dict, each ``(module, "attribute")`` pair as a ``WeightRead``.
+
+    Raises:
+        TypeError: saying what each entry may be.
+    """
+    if weights is None:
+        return {}
+    if not isinstance(weights, dict):
+        raise TypeError("gradscope.watch(weights=...): expected a dict {label: tensor, Parameter, "
+                        f"(module, 'attribute') or zero-argument callable}}, got {type(weights).__name__}")
+    checked = {}
+    for label, value in weights.items():
+        if not isinstance(label, str):
+            raise TypeError(f"gradscope.watch(weights=...): labels must be str, got {label!r}")
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.nn.Module) \
+                and isinstance(value[1], str):
+            value = WeightRead(label, value[0], value[1])
+        elif not (isinstance(value, torch.Tensor) or callable(value)):
+            raise TypeError(f"gradscope.watch(weights={{{label!r}: ...}}): expected a tensor, Parameter, "
+                            "(module, 'attribute') pair (for a property: the value the forward read is kept) "
+                            f"or zero-argument callable, got {type(value).__name__}")
+        checked[label] = value
+    return checked
+
+
+def weight_reads(weights):
+    """The ``WeightRead`` entries of a checked ``weights`` dict."""
+    return [value for value in weights.values() if isinstance(value, WeightRead)]
+
+
+def labelled_weights(weights, number, warn):
+    """``{label: matrix}`` of the ``weights=`` entries for recorded step ``number``, at its close:
+    a tensor as it is now (before the optimizer steps), a ``(module, name)`` pair as the forward
+    read it, a callable called now, once (it must be free of side effects).
+
+    Args:
+        weights: the checked ``weights=`` dict (``check_weights``).
+        number: the step's number (for the warning).
+        warn: ``warn(key, message)``, for a pair the step's forward did not read (left out).
+
+    Returns:
+        ``{label: detached matrix}``.
+    """
+    out = {}
+    for label, value in weights.items():
+        if isinstance(value, WeightRead):
+            matrix = value.taken()
+            if matrix is None:
+                warn(("unread", label), (
+                    f"gradscope: watch(weights={{{label!r}: (module, {value.name!r})}}): "
+                    f"{type(value.module).__name__}.{value.name} was not read with grad enabled during step "
+                    f"{number}, so its spectra are not recorded for that step"))
+                continue
+        elif isinstance(value, torch.Tensor):
+            matrix = value
+        else:
+            with torch.no_grad():
+                matrix = value()
+        out[label] = torch.as_tensor(matrix).detach()
+    return out

@@ -152,6 +152,10 @@ class LiveRun(Run):
                 found.update(s for s, n in zip(spans.steps, spans.rows) if n)
         return sorted(found)
 
+    def steps_in(self, table: str) -> list:
+        """The committed steps with rows of ``table`` (a name of gradscope.records.TABLES)."""
+        return list(self._index.files[fmt.TABLE_FILES[table]].steps)
+
     def _take(self, line):
         try:
             step, ranges, rows = fmt.parse_commit(line)

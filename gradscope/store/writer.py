@@ -76,6 +76,8 @@ class RunWriter:
                 self._create(name, fmt.header_bytes(table))
             self._create(fmt.VALUES_FILE, b"")
             self._create(fmt.COMMIT_FILE, b"")
+            # where the next commit line goes: the end of the last whole one
+            self._commit_end = os.fstat(self._fds[fmt.COMMIT_FILE]).st_size
             sync_dir(self.path)
             # meta.json last: its presence is what makes the folder a run
             write_json_atomically(self.path / fmt.META_FILE, meta)
@@ -134,8 +136,25 @@ class RunWriter:
             ranges[name] = (start, start + len(data), fmt.crc32(data))
         self._sync([self._fds[name] for name in chunks])
         commit = self._fds[fmt.COMMIT_FILE]
-        write_all(commit, fmt.commit_line(step, ranges, rows, adds=adds))
+        self._cut_torn_commit(commit)
+        line = fmt.commit_line(step, ranges, rows, adds=adds)
+        write_all(commit, line)
         os.fsync(commit)
+        self._commit_end += len(line)
+
+    def _cut_torn_commit(self, commit):
+        """A commit write cut short (Ctrl-C, a full disk) may have left part of a line: cut it
+        off, or the next commit line would be glued to it and that step lost with it. Whole
+        lines written before the interruption stay."""
+        size = os.fstat(commit).st_size
+        if size == self._commit_end:
+            return
+        with open(self.path / fmt.COMMIT_FILE, "rb") as file:
+            file.seek(self._commit_end)
+            tail = file.read(size - self._commit_end)
+        self._commit_end += tail.rfind(b"\n") + 1
+        if self._commit_end != size:
+            os.ftruncate(commit, self._commit_end)
 
     @property
     def last_step(self):
