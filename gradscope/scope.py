@@ -450,10 +450,12 @@ class Scope(TableSource):
         try:
             with self._write_lock:
                 self._writer.write_step(number, tables, values)
-        except Exception as err:
+        except BaseException as err:
             if streams:
                 with self._lock:
                     self._rows.keep(tables, values)
+            if not isinstance(err, Exception):
+                raise  # Ctrl-C part-way through: the user's to handle; the rows are kept all the same
             self._warn(("write", type(err).__name__), f"gradscope: step {number} could not be written to "
                                                        f"{self._run_dir} ({type(err).__name__}: {err}); its rows "
                                                        "are kept in memory")
@@ -486,7 +488,7 @@ class Scope(TableSource):
         try:
             with self._write_lock:
                 writer.add_to_step(number, {"spectra": spectra}, values)
-        except Exception:
+        except BaseException:
             if streams:  # kept in memory; the background worker reports the error
                 with self._lock:
                     self._rows.keep({"spectra": spectra}, values)
