@@ -19,8 +19,9 @@ from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, P
                                weight_reads)
 from gradscope.errors import GradscopeWarning, NoRecurrentModuleError
 from gradscope.integrations.distributed import step_reducer
-from gradscope.records import SCHEMA_VERSION, TABLES, Columns, Steps, TableSource, checked_columns, frame, select_rows, spectrum_of
+from gradscope.records import SCHEMA_VERSION, Columns, Steps, TableSource, checked_columns, spectrum_of
 from gradscope.schedules import check_every
+from gradscope.step_rows import StepRows
 from gradscope.spectra.background import BackgroundSpectra
 
 MODES = ("exact", "fast")
@@ -115,10 +116,9 @@ class Scope(TableSource):
         self._lock = threading.RLock()  # the tables, against the background thread
         self._write_lock = threading.Lock()  # the run folder, against the background thread
         self._active = False
-        self._tables = {table: [] for table in TABLES}
-        self._values = []
+        self._rows = StepRows()  # in memory; read back from run_dir once the Scope streams there
+        self._first_streamed = None  # the first step number this Scope wrote to run_dir
         self._latest_weights = {}
-        self._cache = {}
         self._writer = None
         self._wrote_run = False
         self._warned = set()
@@ -148,6 +148,7 @@ class Scope(TableSource):
                 if self._writer.last_step is not None:  # appended: step numbers go on after the run's
                     self._clock.count = max(self._clock.count, self._writer.last_step + 1)
                 self._wrote_run = True
+                self._stream_rows()
             for part in self._parts:
                 self._patches.append(ForwardPatch(part.module, lambda original, part=part: self._forward_for(part, original)))
             for read in weight_reads(self._weights):
@@ -220,16 +221,12 @@ class Scope(TableSource):
         columns = checked_columns(table, columns)
         self._report_background_errors()
         with self._lock:
-            if table not in self._cache:
-                parts = [f for f in self._tables[table] if len(f)]
-                self._cache[table] = frame(table, pd.concat(parts, ignore_index=True) if parts else None)
-            return select_rows(self._cache[table], table, steps, columns)
+            return self._rows.table(table, steps, columns)
 
     def steps(self) -> list:
         """The recorded step numbers (those with rows in any table), increasing, as ``Run.steps()``."""
         with self._lock:
-            found = {int(s) for frames in self._tables.values() for f in frames for s in pd.unique(f["step"])}
-        return sorted(found)
+            return self._rows.steps()
 
     def metrics(self, step: Optional[int] = None) -> dict:
         """One recorded step as a flat ``{name: float}`` for any logger (keys and verdict codes:
@@ -261,11 +258,22 @@ class Scope(TableSource):
 
     def _spectrum_steps(self):
         with self._lock:
-            return sorted({int(v["step"]) for v in self._values})
+            return self._rows.spectrum_steps()
 
     def _spectrum_values(self, step):
         with self._lock:
-            return [v for v in self._values if v["step"] == step]
+            return self._rows.spectrum_values(step)
+
+    def _stream_rows(self):
+        """With a run folder, rows written there are read back from it, not kept in memory. Not
+        under torch.distributed: each rank's Scope holds its own numbers, rank 0's folder their
+        mean."""
+        if self._reducer is not None:
+            return
+        if self._first_streamed is None:  # a Scope started again still starts where it first wrote
+            self._first_streamed = self._clock.count
+        with self._lock:
+            self._rows.follow(self._run_dir, self.meta, self._first_streamed)
 
     def _spectrum_of_latest_weights(self, module, layer, direction, gate, step):
         from gradscope.spectra import blocks as sp
@@ -433,24 +441,42 @@ class Scope(TableSource):
         return values, job
 
     def _keep_step(self, number, tables, values, job):
-        """A measured step's rows into the tables, the run folder (the mean over ranks under
+        """A measured step's rows into the tables and the run folder (the mean over ranks under
         torch.distributed) and, for its spectra, the background thread."""
-        with self._lock:
-            for table, df in tables.items():
-                self._tables[table].append(df)
-            self._values.extend(values)
-            self._cache.clear()
-        if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
-            tables = self._reducer(number, tables)
-        if self._writer is not None:
-            try:
-                with self._write_lock:
-                    self._writer.write_step(number, tables, values)
-            except Exception as err:
-                self._warn(("write", type(err).__name__), f"gradscope: step {number} could not be written to "
-                                                           f"{self._run_dir} ({type(err).__name__}: {err})")
+        self._store_step(number, tables, values)
         if job is not None:
             self._background.submit(number, job)
+
+    def _store_step(self, number, tables, values):
+        """A closed step's rows: to the run folder, and in memory unless the Scope reads them
+        back from there (a write that failed keeps them in memory)."""
+        streams = self._rows.streams
+        if not streams:
+            with self._lock:
+                self._rows.keep(tables, values)
+        if self._reducer is not None:  # this rank keeps its own rows; the run folder gets the mean
+            tables = self._reducer(number, tables)
+        if self._writer is None:
+            if streams:  # not expected (the writer lives from start to stop); nothing is lost
+                with self._lock:
+                    self._rows.keep(tables, values)
+            return
+        try:
+            with self._write_lock:
+                self._writer.write_step(number, tables, values)
+        except BaseException as err:
+            if streams:
+                with self._lock:
+                    self._rows.keep(tables, values)
+            if not isinstance(err, Exception):
+                raise  # Ctrl-C part-way through: the user's to handle; the rows are kept all the same
+            self._warn(("write", type(err).__name__), f"gradscope: step {number} could not be written to "
+                                                       f"{self._run_dir} ({type(err).__name__}: {err}); its rows "
+                                                       "are kept in memory")
+            return
+        if streams:
+            with self._lock:
+                self._rows.written()
 
     def _forget_weight_reads(self):
         """A step whose weights are not measured: its reads are not the next step's."""
@@ -462,15 +488,28 @@ class Scope(TableSource):
         run folder (as rows added to the step written at its close)."""
         spectra, values, latest = result
         with self._lock:
-            self._tables["spectra"].append(spectra)
-            self._values.extend(values)
             if latest:
                 self._latest_weights = latest
-            self._cache.clear()
+            streams = self._rows.streams
+            if not streams:
+                self._rows.keep({"spectra": spectra}, values)
         writer = self._writer
-        if writer is not None:
+        if writer is None:
+            if streams:
+                with self._lock:
+                    self._rows.keep({"spectra": spectra}, values)
+            return
+        try:
             with self._write_lock:
                 writer.add_to_step(number, {"spectra": spectra}, values)
+        except BaseException:
+            if streams:  # kept in memory; the background worker reports the error
+                with self._lock:
+                    self._rows.keep({"spectra": spectra}, values)
+            raise
+        if streams:
+            with self._lock:
+                self._rows.written()
 
     def _warn(self, key, message):
         if key in self._warned:

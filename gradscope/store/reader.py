@@ -185,7 +185,7 @@ class Run(TableSource):
 
     def _read(self, table, steps, columns):
         name = fmt.TABLE_FILES[table]
-        spans = [self._index.ranges[s][name][:2] for s in steps if name in self._index.ranges[s]]
+        spans = self._spans(name, steps)
         if not spans:
             return frame(table).loc[:, columns]
         header, present = self._index.headers[name]
@@ -204,6 +204,10 @@ class Run(TableSource):
             if isinstance(df[column].dtype, pd.CategoricalDtype):
                 df[column] = df[column].astype(_STRING_DTYPE)
         return df.loc[:, columns]
+
+    def _spans(self, name, steps):
+        """(start, end) of each of ``steps``' rows in the file ``name``, where it has some."""
+        return [self._index.ranges[s][name][:2] for s in steps if name in self._index.ranges[s]]
 
     def _spectrum_values(self, step):
         span = self._index.ranges[step].get(fmt.VALUES_FILE)

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "watch_scale.py"
 T_LONG = 10_000
 DECAY = 0.9995  # benchmarks/watch_scale.py: the oracle's gradient shrinks by this per step back
-# The CI-sized count: recording costs ~20 ms a step on one busy core, so 10,000 steps
-# (`python benchmarks/watch_scale.py stream --steps 10000`) would take minutes.
-STREAMED = 600
+# The CI-sized count: recording costs ~15-20 ms a step on one busy core, so 10,000 steps
+# (`python benchmarks/watch_scale.py stream --steps 10000`) would take minutes; the second half
+# of 1,200 lies past the first few hundred steps, over which a Scope's allocations settle.
+STREAMED = 1200
 
 
 def run_child(*args):
@@ -81,16 +82,15 @@ def test_recorded_steps_stream_to_disk_with_bounded_memory(streamed):
 
     # ~5 KB of CSV and JSON per step of this model; a step that wrote its rows twice would double it
     assert result["bytes_per_step_on_disk"] < 16 * 1024, result
-    # the live Scope keeps every step's tables for its table methods (~70 KiB a step measured);
-    # the bounds catch a graph or buffer held per step (hundreds of KiB or more)
+    # the live Scope reads its tables back from the folder (it held ~75 KiB a step before); the
+    # bounds catch a graph or buffer held per step (hundreds of KiB or more)
     assert result["held_growth_bytes_per_step"] < 256 * 1024, result
     assert result["peak_above_baseline_mib"] < 256, result
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a Scope streaming to run_dir also keeps every step's tables in memory, as pandas frames "
-    "(~80 KiB a step of a small GRU, 16x its bytes on disk): 10,000 steps hold 780 MiB"))
 def test_memory_held_by_a_streaming_scope_does_not_grow_with_recorded_steps(streamed):
     result, _ = streamed
-    # what is on disk need not stay in memory too: allow a tenth of a step's bytes on disk
+    # what is on disk need not stay in memory too: allow a tenth of a step's bytes on disk.
+    # Growth is measured over the run's second half: a Scope's first few hundred steps grow its
+    # allocations by ~0.5 MiB (in capture, not rows: so with writes stubbed out too), then they stay flat
     assert result["held_growth_bytes_per_step"] < result["bytes_per_step_on_disk"] / 10, result
