@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import gradscope  # noqa: E402
 from gradscope.errors import GradscopeWarning  # noqa: E402
+from gradscope.metrics import metrics  # noqa: E402
 from gradscope.records import TABLES  # noqa: E402
 from gradscope.store import RunWriter  # noqa: E402
 
@@ -71,7 +72,7 @@ def test_a_streaming_scope_reads_what_its_folder_holds_at_every_step(tmp_path, s
             step()
             scope.spectra()  # waits for the background spectra, which then are in the folder
             assert_scope_equals_folder(scope, tmp_path / "run")
-            assert scope.metrics() == gradscope.load(tmp_path / "run").metrics()
+            assert scope.metrics() == metrics(gradscope.load(tmp_path / "run"))
         live = scope.spectrum("", step=-2)
     assert_scope_equals_folder(scope, tmp_path / "run")  # after stop too
     loaded = gradscope.load(tmp_path / "run").spectrum("", step=-2)
