@@ -75,13 +75,18 @@ class _Ranges(Mapping):
         self._index = index
 
     def __getitem__(self, step):
+        return self._per_file(step, lambda name, spans, at: (name, (spans.starts[at], spans.ends[at], 0)))
+
+    def _per_file(self, step, entry):
+        """``dict(entry(file, spans, position))`` over the files that hold rows of ``step``."""
         if not self._index.has(step):
             raise KeyError(step)
         found = {}
         for name, spans in self._index.files.items():
             at = spans.find(step)
             if at is not None:
-                found[name] = (spans.starts[at], spans.ends[at], 0)
+                key, value = entry(name, spans, at)
+                found[key] = value
         return found
 
     def __iter__(self):
@@ -95,14 +100,7 @@ class _Rows(_Ranges):
     """``rows[step]``: ``{table or "values": row count}``."""
 
     def __getitem__(self, step):
-        if not self._index.has(step):
-            raise KeyError(step)
-        found = {}
-        for name, spans in self._index.files.items():
-            at = spans.find(step)
-            if at is not None:
-                found[_table_of(name)] = spans.rows[at]
-        return found
+        return self._per_file(step, lambda name, spans, at: (_table_of(name), spans.rows[at]))
 
 
 def _table_of(name):
