@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import gradscope
+from tests.reliability.modules import tame_relu
 from gradscope.store import load
 from gradscope.store import format as fmt
 from tests.reference import aggregate, compare_tables, reference_module
@@ -72,14 +73,7 @@ def build_module(config):
     torch.manual_seed(config["seed"])
     module = MODULES[config["kind"]](config["input"], config["hidden"], **kwargs)
     module = module.to(getattr(torch, config["dtype"]))
-    if config["kind"] == "RNN_RELU":  # bounded relu units that stay alive
-        with torch.no_grad():
-            for name, p in module.named_parameters():
-                if name.startswith("weight_hh"):
-                    p.mul_(0.5)
-                if name.startswith("bias"):
-                    p.abs_().add_(0.1)
-    return module
+    return tame_relu(module) if config["kind"] == "RNN_RELU" else module
 
 
 def sequence_batch(module, config):

@@ -22,16 +22,6 @@ INPUT, HIDDEN, STEPS, BATCH = 3, 4, 5, 2
 RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """These tensors are tiny: on a busy machine intra-op threads only contend (steps measured
-    10x slower with 2 threads than with 1 on the 2-core CI box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(params=("exact", "fast"))
 def mode(request):
     """Both routes: nn.RNN/GRU/LSTM unrolled one step at a time, or fused with a reverse recursion."""
