@@ -10,7 +10,7 @@ backward. Nothing here syncs with the host: results stay on the device until the
 
 import torch
 
-from gradscope.capture.norms import row_norms
+from gradscope.capture.norms import nonfinite_rows, row_norms
 
 _PARTS = ("carried", "direct")
 
@@ -81,7 +81,7 @@ class Series:
             direct = torch.zeros_like(like)
         total = carried + direct
         total_norm = row_norms(total)
-        nonfinite = ~torch.isfinite(total).all(dim=1)
+        nonfinite = nonfinite_rows(total, total_norm)
         norms = torch.stack([
             total_norm,
             row_norms(carried),

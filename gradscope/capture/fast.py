@@ -17,6 +17,7 @@ from torch import _VF
 from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.fast_adjoint import LayerJob, run_layer
+from gradscope.capture import own_bptt, own_lstm
 from gradscope.capture.module_call import ModuleCall
 from gradscope.cells import module_weights
 
@@ -103,6 +104,8 @@ def _fused_layer(ctx, record, call, layer, layer_in, finals):
     flat = [w[k] for w in weights for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr") if w[k] is not None]
     rows = slice(layer * len(call.directions), (layer + 1) * len(call.directions))
     h0 = call.h0[rows]
+    if own_bptt.applies(call, layer_in, h0, flat):
+        return _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals)
     state0 = (h0, call.c0[rows]) if is_lstm else h0
     args = (flat, module.bias, 1, 0.0, module.training, module.bidirectional)
     fused = _FUSED[call.kind]
@@ -119,6 +122,31 @@ def _fused_layer(ctx, record, call, layer, layer_in, finals):
     if is_lstm:
         finals["c"].append(tapped[2])
     layer_out = tapped[0]
+    note_nonfinite_rows(record, "output", layer, _rows(layer_out))
+    return layer_out
+
+
+def _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals):
+    """One layer on the CPU by gradscope's own BPTT (own_bptt.py, own_lstm.py), each direction."""
+    layout = call.layout
+    rows_in = layer_in if layout.packed else layer_in.reshape(-1, layer_in.shape[-1])
+    h0 = call.h0[rows]
+    outs, layer_finals = [], {state: [] for state in finals}
+    for d, direction in enumerate(call.directions):
+        job = own_bptt.OwnLayerJob(ctx, record, call.kind, layer, direction, ctx.jacobians)
+        w = weights[d]
+        if call.is_lstm:
+            out, final_h, final_c = own_lstm.run_direction(job, rows_in, h0[d], call.c0[rows][d], w)
+            layer_finals["c"].append(final_c)
+        else:
+            out, final_h = own_bptt.run_direction(job, rows_in, h0[d], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+        layer_finals["h"].append(final_h)
+        outs.append(out)
+    layer_out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    if not layout.packed:
+        layer_out = layer_out.view(len(layout.bs), layout.batch, layer_out.shape[-1])
+    for state, pieces in layer_finals.items():
+        finals[state].append(torch.stack(pieces))
     note_nonfinite_rows(record, "output", layer, _rows(layer_out))
     return layer_out
 

@@ -14,7 +14,7 @@ def gate_statistics(record, kind, layer, direction, gates):
 
     Sums run over the rows in the gates' own dtype first and in float64 only over the units:
     a few fast passes instead of a float64 copy of every activation (that copy cost more than
-    the statistics themselves); counts are exact integers (``count_nonzero``).
+    the statistics themselves); counts are exact integers (int32 per unit: rows < 2**31).
 
     Args:
         record: the call record (accumulate.CallRecord).
@@ -30,7 +30,8 @@ def gate_statistics(record, kind, layer, direction, gates):
         return value.sum(0).view(n_gates, size).sum(1, dtype=torch.float64)
 
     def per_gate_count(mask):
-        return torch.count_nonzero(mask, dim=0).view(n_gates, size).sum(1, dtype=torch.float64)
+        # a bool sum into int32 is one fast pass; count_nonzero(dim=0) measured ten times slower
+        return mask.sum(0, dtype=torch.int32).view(n_gates, size).sum(1, dtype=torch.float64)
 
     sums = per_gate_sum(columns)
     high = per_gate_count(columns > 1 - SATURATION_MARGIN)

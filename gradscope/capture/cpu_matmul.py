@@ -1,0 +1,59 @@
+"""Matrix products of the fast route's own BPTT on the CPU, through oneDNN where PyTorch has it.
+
+PyTorch's ``torch.mm`` on the CPU calls its BLAS (MKL in the official wheels); its fused CPU LSTM
+and its compiled models call oneDNN instead (``torch.ops.mkldnn._linear_pointwise``). On the
+2-core AMD machine this project is measured on, oneDNN's product ran 1.4x to 2.8x faster than
+``torch.mm`` at the recursion's shapes, with float32 results within ~1e-6 relative of it
+(benchmarks/fast_route.py). Float32 only; anything else, or a build without oneDNN, uses
+``torch.nn.functional.linear``. Not differentiable: used where autograd does not record.
+"""
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_linear():
+    """The oneDNN linear op if this build has one that agrees with F.linear, else None."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(shape, generator=gen) for shape in ((5, 7), (3, 7), (3,)))
+        if not torch.allclose(op(x, w, b, "none", [], ""), F.linear(x, w, b), rtol=1e-5, atol=1e-6):
+            return None
+    except Exception:  # an op that exists but refuses: use torch's own
+        return None
+    return op
+
+
+def linear(x, w, b=None):
+    """``x @ w.T + b`` for 2-D ``x`` (N, I), ``w`` (O, I), ``b`` (O,) or None."""
+    if (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
+            and torch.backends.mkldnn.enabled):
+        op = _onednn_linear()
+        if op is not None:
+            return op(x, w, b.contiguous() if b is not None else None, "none", [], "")
+    return F.linear(x, w, b)
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D tensors."""
+    return linear(a, b.t())
+
+
+def weight_gradient(grads, inputs):
+    """``grads.T @ inputs`` (rows of both: N): a weight's gradient. oneDNN copies both
+    transposed operands first and still measured 1.4x faster than torch.mm here."""
+    return matmul(grads.t(), inputs)
+
+
+def column_sums(values):
+    """``values.sum(0)`` as one matrix-vector product (a bias's gradient): measured 2x faster
+    than the reduction for (6400, 1024) float32 here."""
+    if values.dtype != torch.float32 or values.device.type != "cpu":
+        return values.sum(0)
+    return values.new_ones(values.shape[0]) @ values
