@@ -23,6 +23,7 @@ from gradscope.records import SCHEMA_VERSION, Columns, Steps, TableSource, check
 from gradscope.schedules import check_every
 from gradscope.step_rows import StepRows
 from gradscope.spectra.background import BackgroundSpectra
+from gradscope.spectra.cadence import SpectraCadence, check_spectra_every
 
 MODES = ("exact", "fast")
 
@@ -35,7 +36,7 @@ SPECTRA = ("auto", "background", "inline")
 
 
 def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False, run_dir=None, name=None,
-          optimizer=None, spectra="auto", spectra_every=1, overwrite=False, append=False):
+          optimizer=None, spectra="auto", spectra_every="auto", overwrite=False, append=False):
     """Watch ``model``; use as ``with gradscope.watch(model) as scope:`` (or start()/stop()).
 
     Args:
@@ -46,8 +47,9 @@ def watch(model, *, every=1, mode="fast", cells=(), weights=None, jacobians=Fals
         spectra: ``"background"``: the weight spectra of a recorded step are computed from a
             copy of its weights on a background thread; ``"inline"``: at step close;
             ``"auto"`` (default): background where the weights live on a GPU, else inline.
-        spectra_every: which recorded steps also get weight spectra: every N-th step number
-            (1: every recorded step) or a schedule ``step -> bool``.
+        spectra_every: which recorded steps also get weight spectra: ``"auto"`` (default):
+            every 50th recorded step from the first, and the last one when the scope stops;
+            N: every N-th step number (1: every recorded step); or a schedule ``step -> bool``.
         mode: ``"fast"`` (default): the stock modules' fused kernels run untouched and the
             per-step gradients come from a reverse recursion after backward; ``"exact"``: stepped
             one time step at a time (docs/capture.md).
@@ -68,7 +70,7 @@ class Scope(TableSource):
     """Records per-timestep BPTT gradient norms (and weight spectra) of a watched model."""
 
     def __init__(self, model, *, every=1, mode="fast", cells=(), weights=None, jacobians=False,
-                 run_dir=None, name=None, optimizer=None, spectra="auto", spectra_every=1, overwrite=False,
+                 run_dir=None, name=None, optimizer=None, spectra="auto", spectra_every="auto", overwrite=False,
                  append=False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"gradscope.watch(model): model must be a torch.nn.Module, got {type(model).__name__}")
@@ -79,7 +81,7 @@ class Scope(TableSource):
         if spectra not in SPECTRA:
             raise ValueError(f"gradscope.watch(spectra={spectra!r}): spectra must be 'auto', 'background' "
                              "(computed off the training thread) or 'inline' (at step close)")
-        self._spectra_schedule = check_every(spectra_every, "spectra_every")
+        self._spectra_cadence = SpectraCadence(check_spectra_every(spectra_every))
         if mode not in MODES:
             raise ValueError(f"gradscope.watch(mode={mode!r}): mode must be 'exact' or 'fast'")
         if isinstance(cells, (nn.Module, str)):
@@ -173,6 +175,7 @@ class Scope(TableSource):
         self._clock.discard()
         background, self._background = self._background, None
         try:
+            self._last_step_spectra(background)
             if background is not None:
                 background.close()  # every pending step's spectra, into the tables and the run folder
         finally:
@@ -182,6 +185,21 @@ class Scope(TableSource):
         if background is not None:
             self._report_errors(background.take_errors())
         return self
+
+    def _last_step_spectra(self, background):
+        """``spectra_every="auto"``: the last recorded step's spectra, if its step had none."""
+        passed_over = self._spectra_cadence.finish()
+        if passed_over is None:
+            return
+        number, job = passed_over
+        if background is not None:
+            background.submit(number, job)
+            return
+        try:
+            self._deliver_spectra(number, job())
+        except Exception as err:  # the gradients are recorded; say what is missing
+            self._warn(("spectra", type(err).__name__), f"gradscope: the last recorded step's ({number}) spectra "
+                                                         f"could not be measured ({type(err).__name__}: {err})")
 
     def _unpatch(self):
         for patch in reversed(self._patches):
@@ -422,11 +440,16 @@ class Scope(TableSource):
         """The step's spectra (computed now, or a job for the background thread) and opt-in
         Jacobians, added to ``tables``; returns ``(spectrum values, background job or None)``."""
         values, job = [], None
+        cadence = self._spectra_cadence
         try:
-            if self._spectra_schedule(step.number):
+            due = cadence.due(step.number)
+            if due or cadence.keeps_last:
                 # the copy of the weights is taken now, before the optimizer changes them
                 labelled = labelled_weights(self._weights, step.number, self._warn)
                 job = spectra_job(step, labelled, parallel=self._background is None)
+                if not due:  # computed at stop() if this is the last recorded step
+                    cadence.pass_over(step.number, job)
+                    job = None
             else:
                 self._forget_weight_reads()
             if job is not None and self._background is None:
@@ -547,6 +570,8 @@ def _if_exists(run_dir, overwrite, append):
 
 def _json_schedule(every):
     """A whole number as itself, a schedule as its description (meta.json is JSON)."""
+    if isinstance(every, str):  # "auto"
+        return every
     return repr(every) if callable(every) else int(every)  # watch() checked: a schedule or a whole number
 
 

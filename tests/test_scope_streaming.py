@@ -51,7 +51,7 @@ def test_memory_held_by_a_streaming_scope_does_not_grow_per_step(tmp_path):
     model, step = gru_trainer()
     tracemalloc.start()
     try:
-        with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline"):
+        with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline", spectra_every=1):
             for _ in range(20):
                 step()
             early = traced_bytes()
@@ -67,7 +67,7 @@ def test_memory_held_by_a_streaming_scope_does_not_grow_per_step(tmp_path):
 @pytest.mark.parametrize("spectra", ["inline", "background"])
 def test_a_streaming_scope_reads_what_its_folder_holds_at_every_step(tmp_path, spectra):
     model, step = gru_trainer()
-    with gradscope.watch(model, run_dir=tmp_path / "run", spectra=spectra, jacobians=True) as scope:
+    with gradscope.watch(model, run_dir=tmp_path / "run", spectra=spectra, spectra_every=1, jacobians=True) as scope:
         for _ in range(4):
             step()
             scope.spectra()  # waits for the background spectra, which then are in the folder
@@ -90,7 +90,7 @@ def test_a_step_that_could_not_be_written_stays_readable(tmp_path, monkeypatch):
         return original(self, number, tables, values)
 
     monkeypatch.setattr(RunWriter, "write_step", disk_full_at_step_1)
-    with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline") as scope:
+    with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline", spectra_every=1) as scope:
         step()
         with pytest.warns(GradscopeWarning, match="step 1 could not be written.*kept in memory"):
             step()
@@ -136,7 +136,7 @@ def test_a_step_whose_write_failed_after_its_commit_is_not_read_twice(tmp_path, 
             raise OSError(5, "Input/output error")  # e.g. the commit line's fsync
 
     monkeypatch.setattr(RunWriter, "write_step", fails_after_writing_step_1)
-    with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline") as scope:
+    with gradscope.watch(model, run_dir=tmp_path / "run", spectra="inline", spectra_every=1) as scope:
         step()
         with pytest.warns(GradscopeWarning, match="step 1 could not be written"):
             step()

@@ -24,7 +24,7 @@ def train(spectra, steps=4, run_dir=None, lr=0.5):
     model = nn.LSTM(3, 8, num_layers=2)
     opt = torch.optim.SGD(model.parameters(), lr=lr)  # big steps: the weights change a lot
     x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(1))
-    with gradscope.watch(model, spectra=spectra, run_dir=run_dir) as scope:
+    with gradscope.watch(model, spectra=spectra, spectra_every=1, run_dir=run_dir) as scope:
         for _ in range(steps):
             opt.zero_grad()
             model(x)[0].pow(2).sum().backward()
@@ -59,7 +59,7 @@ def test_a_busy_worker_skips_nothing_and_a_read_waits(monkeypatch):
     threads = slow_spectra(monkeypatch, 0.2)
     model = nn.GRU(3, 4)
     x = torch.randn(5, 2, 3)
-    with gradscope.watch(model, spectra="background") as scope:
+    with gradscope.watch(model, spectra="background", spectra_every=1) as scope:
         started = time.perf_counter()
         for _ in range(5):
             model(x)[0].sum().backward()
@@ -79,7 +79,7 @@ def test_a_worker_far_behind_makes_the_step_wait_rather_than_queue_without_bound
     monkeypatch.setattr(spectra_background, "MAX_PENDING", 1)
     model = nn.GRU(3, 4)
     x = torch.randn(5, 2, 3)
-    with gradscope.watch(model, spectra="background") as scope:
+    with gradscope.watch(model, spectra="background", spectra_every=1) as scope:
         pending = []
         for _ in range(4):
             model(x)[0].sum().backward()
@@ -105,7 +105,7 @@ def test_a_worker_error_is_reported_at_the_next_read_and_at_stop(monkeypatch):
 
     monkeypatch.setattr(spectra_parallel, "spectra_of_parts", broken)
     model = nn.RNN(3, 4)
-    scope = gradscope.watch(model, spectra="background").start()
+    scope = gradscope.watch(model, spectra="background", spectra_every=1).start()
     model(torch.randn(5, 2, 3))[0].sum().backward()
     with pytest.warns(gradscope.GradscopeWarning, match=r"step\(s\) 0 .*no LAPACK today"):
         scope.spectra()

@@ -133,6 +133,7 @@ MODELS = {"lstm": (LSTMHead, {}), "lstm-exact-route": (LSTMHead, {"mode": "exact
 def watch_kwargs(name, opt):
     """The model's watch arguments; ``optimizer=True`` stands for the training's optimizer."""
     kwargs = dict(MODELS[name][1])
+    kwargs.setdefault("spectra_every", 1)  # every step writes spectra: a fault can hit their files
     if kwargs.get("optimizer"):
         kwargs["optimizer"] = opt
     return kwargs
@@ -489,7 +490,7 @@ def test_fault_inside_writing_a_step_loses_only_that_step(tmp_path, monkeypatch,
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         try:
-            with gradscope.watch(model, run_dir=tmp_path / "run") as scope:
+            with gradscope.watch(model, run_dir=tmp_path / "run", spectra_every=1) as scope:
                 for step in range(steps):
                     try:
                         train_step(model, opt, step, no_trap)
