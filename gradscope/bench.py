@@ -14,15 +14,17 @@ import time
 
 import torch
 
-from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, peak_bytes
+from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, peak_bytes, spectra_seconds
 from gradscope.scope import watch
+from gradscope.spectra.cadence import AUTO_INTERVAL
 
 SIZES = {  # (batch, hidden, seq_len)
     "default": [(32, 256, 200), (64, 128, 100), (16, 64, 1000)],
     "small": [(4, 8, 12)],
 }
 EVERY = 16
-TIMED = ("exact", "fast", "off", "loop")  # plus "plain", the reference of every ratio
+TIMED = ("exact", "fast", "off", "loop")
+__all__ = ["CELLS", "SIZES", "measure", "run", "parse_sizes", "median_interval"]  # plus "plain", the reference of every ratio
 NOT_AVAILABLE = "n/a (mode not available)"
 
 
@@ -58,6 +60,11 @@ def median_interval(values, z=1.96):
     return mid, (ordered[high] - ordered[low]) / (2 * mid)
 
 
+def _never(step):
+    """``spectra_every`` of the timed cases: no step's spectra (timed apart, then amortised)."""
+    return False
+
+
 class _Cases:
     """The copies of one model, each with its scope, that one configuration times."""
 
@@ -65,7 +72,10 @@ class _Cases:
         self.steps = {"plain": TrainingStep(model, x), "loop": TrainingStep(model, x, hand_written=True)}
         self.scopes = []
         self.fast_error = None
-        for name, kwargs in (("exact", {}), ("fast", {"mode": "fast"}), ("off", {"every": EVERY})):
+        # spectra left out of the timed steps (they are timed apart: spectra_seconds)
+        never = {"spectra_every": _never}
+        for name, kwargs in (("exact", {"mode": "exact", **never}), ("fast", {"mode": "fast", **never}),
+                             ("off", {"every": EVERY, **never})):
             step = TrainingStep(model, x)
             try:
                 scope = watch(step.model, **kwargs)
@@ -113,13 +123,15 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
                 times[name].append(value)
                 if name != "plain":
                     ratios[name].append(value / seconds["plain"])
-            if "exact" in seconds and "off" in seconds:  # one recorded step in 16, the rest off-schedule
-                ratios["every16"].append((seconds["exact"] + (EVERY - 1) * seconds["off"]) / EVERY / seconds["plain"])
+            recorded = "fast" if "fast" in seconds else "exact"  # the default route
+            if recorded in seconds and "off" in seconds:  # one recorded step in 16, the rest off-schedule
+                ratios["every16"].append((seconds[recorded] + (EVERY - 1) * seconds["off"]) / EVERY / seconds["plain"])
             widths = [median_interval(r)[1] for r in ratios.values()]
             if rounds >= repeat and (max(widths) <= tolerance or rounds >= max_repeat
                                      or time.perf_counter() - started > budget_s):
                 break
         memory = {name: peak_bytes(cases.steps[name].step, device) for name in names if name != "off"}
+        spectra_s = spectra_seconds(model, device)
     finally:
         cases.close()
     row = {"cell": cell, "batch": batch, "hidden": hidden, "seq_len": seq_len, "layers": layers,
@@ -127,13 +139,19 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
            "fast_available": cases.fast_error is None, "fast_error": cases.fast_error}
     for name, values in ratios.items():
         row[name], row[f"{name}_halfwidth"] = median_interval(values)
+    # spectra_every="auto": one recorded step in AUTO_INTERVAL also pays for the weight spectra
+    row["spectra_ratio"] = spectra_s / row["plain_s"]
+    for name, share in (("fast", 1 / AUTO_INTERVAL), ("every16", 1 / (EVERY * AUTO_INTERVAL))):
+        if name in row:
+            row[f"{name}_spectra"] = row[name] + share * row["spectra_ratio"]
+            row[f"{name}_spectra_halfwidth"] = row[f"{name}_halfwidth"]
     for name in ("exact", "fast", "loop"):
         row[f"{name}_memory"] = memory[name] / memory["plain"] if name in memory and memory["plain"] else None
     return row
 
 
-COLUMNS = (("exact", "exact"), ("fast", "fast"), ("every16", f"every={EVERY}"), ("off", "off-sched"),
-           ("loop", "hand loop"))
+COLUMNS = (("exact", "exact"), ("fast", "fast"), ("fast_spectra", "fast+spectra"),
+           ("every16_spectra", f"every={EVERY}"), ("off", "off-sched"), ("loop", "hand loop"))
 
 
 def _ratio(row, name):
@@ -176,9 +194,11 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
                     f" {_memory(row['loop_memory']):>9} {row['rounds']:6d}")
     if rows and not rows[0]["fast_available"]:
         printer(f"fast: {NOT_AVAILABLE} ({rows[0]['fast_error']})")
-    printer(f"every={EVERY}: amortised, (one recorded step + {EVERY - 1} off-schedule steps) / {EVERY} per round; "
-            "off-sched: a step that every=16 does not record; hand loop: the stock cell op per time step "
-            "with retain_grad() on every state")
+    printer(f"exact, fast: every step recorded, weight spectra left out; fast+spectra: plus the spectra of "
+            f"one recorded step in {AUTO_INTERVAL} (spectra_every='auto'), timed apart and amortised; "
+            f"every={EVERY}: default settings amortised, (one recorded fast step + {EVERY - 1} off-schedule steps) "
+            f"/ {EVERY} per round plus its share of spectra; off-sched: a step that every={EVERY} does not record; "
+            "hand loop: the stock cell op per time step with retain_grad() on every state")
     memory_how = "torch.cuda.max_memory_allocated" if torch.device(device).type == "cuda" else \
         "torch profiler memory records (tensors only)"
     printer(f"mem: peak memory of one training step / the plain step's ({memory_how})")

@@ -118,3 +118,19 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def spectra_seconds(model, device, repeat=3):
+    """Seconds (median of ``repeat``) that the weight spectra of one recorded step of ``model``
+    take: the same function a scope calls at step close, on a copy of the recurrent weights."""
+    from gradscope.cells import cell_kind, module_weights
+    from gradscope.spectra.workers import spectra_of_parts
+
+    kind = cell_kind(model)
+    directions = ("forward", "reverse")[:2 if model.bidirectional else 1]
+    jobs = [{"step": 0, "module": "", "layer": layer, "direction": direction, "kind": kind,
+             "weights": {k: v.detach().clone() for k, v in module_weights(model, layer, direction).items()
+                         if k in ("w_hh", "w_hr") and v is not None}}
+            for layer in range(model.num_layers) for direction in directions]
+    timer = Timer(device)
+    return sorted(timer(lambda: spectra_of_parts(jobs)) for _ in range(repeat))[repeat // 2]

@@ -45,8 +45,11 @@ def assert_same_tables(fast, exact, dtype):
     ga = fast.gates().sort_values(gate_keys).reset_index(drop=True)
     gb = exact.gates().sort_values(gate_keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(ga[gate_keys + ["activation", "count"]], gb[gate_keys + ["activation", "count"]])
+    # gate activations lie in [-1, 1]: a mean near 0 (tanh gates) carries an absolute rounding
+    # error of the recomputed gates, not a relative one
+    atol = 1e-12 if dtype == torch.float64 else 1e-6
     for column in ("mean", "low", "high"):
-        np.testing.assert_allclose(ga[column], gb[column], rtol=rtol, atol=1e-12, err_msg=column)
+        np.testing.assert_allclose(ga[column], gb[column], rtol=rtol, atol=atol, err_msg=column)
 
 
 @pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])

@@ -17,7 +17,7 @@ from torch import _VF
 from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.fast_adjoint import LayerJob, run_layer
-from gradscope.capture import own_bptt, own_lstm
+from gradscope.capture import own_bptt, own_lstm, own_lstm_layer
 from gradscope.capture.module_call import ModuleCall
 from gradscope.cells import module_weights
 
@@ -131,6 +131,14 @@ def _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals):
     layout = call.layout
     rows_in = layer_in if layout.packed else layer_in.reshape(-1, layer_in.shape[-1])
     h0 = call.h0[rows]
+    if call.is_lstm:
+        job = own_lstm_layer.LayerJob(ctx, record, layer, call.directions, layout.packed, layout.batch_sizes,
+                                      call.module.bias, call.module.training, ctx.jacobians)
+        layer_out, hy, cy = own_lstm_layer.run_layer(job, layer_in, h0, call.c0[rows], weights)
+        finals["h"].append(hy)
+        finals["c"].append(cy)
+        note_nonfinite_rows(record, "output", layer, _rows(layer_out))
+        return layer_out
     outs, layer_finals = [], {state: [] for state in finals}
     for d, direction in enumerate(call.directions):
         job = own_bptt.OwnLayerJob(ctx, record, call.kind, layer, direction, ctx.jacobians)

@@ -55,7 +55,7 @@ def run_direction(job, x, h0, w_ih, w_hh, b_ih, b_hh):
 
 
 # ---- the forward loop -----------------------------------------------------------------------
-def _steps(record, reverse):
+def processing_order(record, reverse):
     """(t, rows, active) in processing order."""
     bs, offsets = record.batch_sizes, record.offsets()
     order = range(len(bs) - 1, -1, -1) if reverse else range(len(bs))
@@ -83,7 +83,7 @@ def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh, linear=F.line
         xw = linear(x, w_ih, b_ih)
     outs, gates, hns = [None] * record.T, [None] * record.T, [None] * record.T
     previous = None
-    for t, rows, active in _steps(record, reverse):
+    for t, rows, active in processing_order(record, reverse):
         prev = _start(previous, h0, active)
         if kind == "GRU":
             gh = linear(prev, w_hh, b_hh)
@@ -135,7 +135,7 @@ class _OwnBPTT(torch.autograd.Function):
                 if job is not None:
                     _gate_statistics(job, ctx, out, prev_h, x, w_ih, b_ih)
             except Exception as err:  # never break the user's backward pass
-                job = _failed(job, err)
+                job = spoil_and_warn(job, err)
                 known = _arrived(None, record, reverse, g_out, g_hn, out)
             G, carried, dh0 = _bptt(ctx.kind, record, reverse, known, K, ctx.gates, w_hh, h0.shape)
             if job is not None:
@@ -211,7 +211,7 @@ def _bptt(kind, record, reverse, known, K, gates, w_hh, h0_shape):
     G = torch.empty_like(K)
     gru = kind == "GRU"
     z = gates[:, size:2 * size] if gru else None
-    steps = _steps(record, reverse)
+    steps = processing_order(record, reverse)
     steps.reverse()
     for index, (t, rows, active) in enumerate(steps):
         total = known[rows] + carried[rows]
@@ -230,7 +230,7 @@ def _bptt(kind, record, reverse, known, K, gates, w_hh, h0_shape):
     return G, carried, dh0
 
 
-def _failed(job, err):
+def spoil_and_warn(job, err):
     """No number rather than a wrong one: spoil the direction's series and say so once."""
     if job is None:
         return None
@@ -253,7 +253,6 @@ def _record(job, record, carried):
 def _gradients(ctx, G, Kx, known, carried, dh0, x, w_ih, w_hh, b_ih, b_hh, prev_h):
     """(dx, dh0, dW_ih, dW_hh, db_ih, db_hh) from the gate gradients of all rows."""
     need = ctx.needs_input_grad
-    size = prev_h.shape[1]
     G_h = G.view(G.shape[0], -1)
     dw_hh = cpu_matmul.weight_gradient(G_h, prev_h) if need[4] else None
     db_hh = cpu_matmul.column_sums(G_h) if need[6] else None

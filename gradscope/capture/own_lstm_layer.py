@@ -1,0 +1,191 @@
+"""One nn.LSTM layer on the CPU: PyTorch's own fused forward (oneDNN where it applies), then
+gradscope's own backward (own_lstm.py's BPTT) in place of the fused backward.
+
+The fused forward is one call for all steps: far cheaper than a loop of per-step ops when the
+sequence is long and the layer small (a 64-unit layer over 1,000 steps: ~5 ms fused against
+~30 ms stepped). Its outputs are the unwatched ones, bitwise. The backward recomputes the gates
+of every step at once (one product over all rows, the input's part with it), rebuilds c_t by a
+one-op-per-step scan, and runs the BPTT, which yields the per-step totals and the gradients.
+Those gradients equal the fused backward's within float rounding.
+"""
+
+import torch
+from torch import _VF
+
+from gradscope.capture import cpu_matmul
+from gradscope.capture.fast_adjoint import _cell_scan, _previous
+from gradscope.capture.own_bptt import spoil_and_warn
+from gradscope.capture.own_lstm import _arrived, _bptt, _Factors, _gradients, _record, _side_records
+
+WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+
+
+class LayerJob:
+    """One layer, all its directions: where the numbers go and how the fused op is called."""
+
+    def __init__(self, ctx, record, layer, directions, packed, batch_sizes, has_bias, training, jacobians):
+        self.ctx = ctx
+        self.record = record
+        self.layer = layer
+        self.directions = directions
+        self.packed = packed
+        self.batch_sizes = batch_sizes
+        self.has_bias = has_bias
+        self.training = training
+        self.jacobians = jacobians
+
+
+def run_layer(job, layer_in, h0, c0, weights):
+    """``(output, h_n, c_n)`` of one layer as the fused op returns them; ``weights`` one dict
+    per direction (cells.module_weights)."""
+    names = [[k for k in WEIGHT_NAMES if w[k] is not None] for w in weights]
+    flat = [w[k] for w, keys in zip(weights, names) for k in keys]
+    return _FusedForwardLSTM.apply(job, names, layer_in, h0, c0, *flat)
+
+
+def _fused(job, layer_in, h0, c0, flat):
+    args = (flat, job.has_bias, 1, 0.0, job.training, len(job.directions) == 2)
+    if job.packed:
+        return _VF.lstm(layer_in, job.batch_sizes, (h0, c0), *args)
+    return _VF.lstm(layer_in, (h0, c0), *args, False)
+
+
+class _FusedForwardLSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, job, names, layer_in, h0, c0, *flat):
+        out, hy, cy = _fused(job, layer_in, h0, c0, list(flat))
+        ctx.job, ctx.layer_job, ctx.names, ctx.record = job, job, names, job.record
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(layer_in, h0, c0, out, *flat)
+        return out, hy, cy
+
+    @staticmethod
+    def backward(ctx, g_out, g_hy, g_cy):
+        layer_in, h0, c0, out, *flat = ctx.saved_tensors
+        job, ctx.job = ctx.job, None  # a second backward (retain_graph) computes, records nothing
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the fused op itself
+            grads = _regrad(ctx, layer_in, h0, c0, flat, (g_out, g_hy, g_cy))
+            with torch.no_grad():
+                _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_grads=False)
+            return (None, None) + grads
+        with torch.no_grad():
+            return (None, None) + _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy)
+
+
+def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_grads=True):
+    """Every direction's BPTT: records its numbers (when ``job`` is live) and returns the
+    gradients of (layer_in, h0, c0, *flat) unless ``want_grads`` is False."""
+    record = ctx.record
+    if job is not None and (not job.ctx.live() or record.closed):
+        job = None
+    x = layer_in.reshape(-1, layer_in.shape[-1])
+    rows_out = out.reshape(-1, out.shape[-1])
+    g_rows = g_out.reshape(-1, g_out.shape[-1]) if g_out is not None else None
+    n_dir = h0.shape[0]
+    size = h0.shape[-1]
+    weights, at = [], 0
+    for keys in ctx.names:
+        weights.append(dict.fromkeys(WEIGHT_NAMES) | dict(zip(keys, flat[at:at + len(keys)])))
+        at += len(keys)
+    need = ctx.needs_input_grad
+    dx, dh0, dc0, dflat = None, [], [], []
+    for d in range(n_dir):
+        direction = "reverse" if d == 1 else "forward"
+        reverse = d == 1
+        w = weights[d]
+        h_d = rows_out[:, d * size:(d + 1) * size]
+        g_d = g_rows[:, d * size:(d + 1) * size] if g_rows is not None else None
+        prev_h = _previous(record, reverse, h0[d], h_d)
+        gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
+        prev_c = _previous(record, reverse, c0[d], c_all)
+        factors = _Factors(gates, c_all, prev_c)
+        step_job = _DirectionJob(job, direction) if job is not None else None
+        try:
+            known_h, known_c = _arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
+            if step_job is not None:
+                _side_records(step_job, record, gates, x, w["w_ih"], w["b_ih"], prev_h, prev_c)
+        except Exception as err:  # never break the user's backward pass
+            step_job = spoil_and_warn(step_job, err)
+            job = None
+            known_h, known_c = _arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
+        parts = _bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape)
+        if step_job is not None:
+            _record(step_job, record, parts)
+        if not want_grads:
+            continue
+        grads = _gradients(_Need(need[2], _flat_need(need, ctx.names, d)), parts, factors, known_h,
+                           (x, h0[d], c0[d], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_hr"]), prev_h)
+        gx, gh0, gc0, *gw = grads
+        if gx is not None:
+            dx = gx if dx is None else dx + gx
+        dh0.append(gh0)
+        dc0.append(gc0)
+        by_name = dict(zip(WEIGHT_NAMES, gw))
+        dflat.extend(by_name[k] for k in ctx.names[d])
+    if job is not None:
+        job.ctx.reached()
+    if not want_grads:
+        return None
+    return ((dx.view(layer_in.shape) if dx is not None else None),
+            torch.stack(dh0) if need[3] else None, torch.stack(dc0) if need[4] else None, *dflat)
+
+
+def _flat_need(need, names, d):
+    """needs_input_grad of direction ``d``'s weights, by name."""
+    start = 5 + sum(len(keys) for keys in names[:d])
+    return {k: need[start + i] for i, k in enumerate(names[d])}
+
+
+class _Need:
+    """needs_input_grad as own_lstm._gradients reads it: (job, x, h0, c0, w_ih, w_hh, b_ih,
+    b_hh, w_hr)."""
+
+    def __init__(self, x, weights):
+        self._values = (False, x, True, True) + tuple(weights.get(k, False) for k in WEIGHT_NAMES)
+
+    def __getitem__(self, index):
+        return self._values[index]
+
+
+class _DirectionJob:
+    """own_lstm's view of one direction of a layer job."""
+
+    def __init__(self, job, direction):
+        self.ctx = job.ctx
+        self.record = job.record
+        self.layer = job.layer
+        self.direction = direction
+        self.jacobians = job.jacobians
+
+
+def _at(grad, d):
+    return grad[d] if grad is not None else None
+
+
+def _recompute(record, reverse, x, prev_h, c0, w):
+    """Activated gates (N, 4H) and cell states (N, H) of every row, from the layer's input and
+    the states the fused forward returned."""
+    size = c0.shape[1]
+    bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
+    gates = cpu_matmul.linear(x, w["w_ih"], bias)
+    gates += cpu_matmul.linear(prev_h, w["w_hh"])
+    gates[:, :2 * size].sigmoid_()
+    gates[:, 2 * size:3 * size].tanh_()
+    gates[:, 3 * size:].sigmoid_()
+    i, f, g, _ = gates.split(size, 1)
+    return gates, _cell_scan(record, reverse, c0, f, i * g)
+
+
+def _regrad(ctx, layer_in, h0, c0, flat, grads):
+    """Gradients by autograd through the fused op itself (create_graph=True)."""
+    inputs = [layer_in, h0, c0, *flat]
+    with torch.enable_grad():
+        outputs = _fused(ctx.layer_job, layer_in, h0, c0, list(flat))
+        pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
+        wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i + 2]]
+        result = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                     create_graph=True, allow_unused=True)
+    out = [None] * len(inputs)
+    for i, grad in zip(wanted, result):
+        out[i] = grad
+    return tuple(out)
