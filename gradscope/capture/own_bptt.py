@@ -71,37 +71,61 @@ def _start(previous, h0, active):
     return torch.cat([previous, h0[previous.shape[0]:active]])  # reverse, packed: rows start late
 
 
-def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh, linear=F.linear):
-    """The layer's forward with plain ops (differentiable when grad mode is on and ``linear``
-    is F.linear). Returns the output rows, the gates (GRU: (N, 3H) r|z|n; RNN: None) and the
-    hidden products' n part."""
+def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
+    """The layer's forward without autograd, into buffers of all rows (no per-step pieces to
+    join: the forward's peak memory stays that of what it keeps). Returns the output rows, the
+    activated gates (GRU: (N, 3H) r|z|n; RNN: None) and the hidden products' n part (GRU)."""
     size = h0.shape[1]
-    if kind != "GRU" and b_hh is not None:
-        # an RNN adds both biases outside the activation: once for all rows
-        xw = linear(x, w_ih, b_ih + b_hh)
-    else:
-        xw = linear(x, w_ih, b_ih)
-    outs, gates, hns = [None] * record.T, [None] * record.T, [None] * record.T
+    gru = kind == "GRU"
+    # an RNN adds both biases outside the activation: once for all rows
+    bias = b_ih + b_hh if not gru and b_ih is not None else b_ih
+    xw = cpu_matmul.linear(x, w_ih, bias)
+    out = torch.empty(x.shape[0], size, dtype=x.dtype, device=x.device)
+    hn_all = torch.empty_like(out) if gru else None
+    gates = xw  # GRU: the input's part of each gate, overwritten by the gate itself
     previous = None
     for t, rows, active in processing_order(record, reverse):
         prev = _start(previous, h0, active)
-        if kind == "GRU":
-            gh = linear(prev, w_hh, b_hh)
-            gx = xw[rows]
-            rz = torch.sigmoid(gx[:, :2 * size] + gh[:, :2 * size])
-            r, z = rz[:, :size], rz[:, size:]
-            hn = gh[:, 2 * size:]
-            n = torch.tanh(torch.addcmul(gx[:, 2 * size:], r, hn))
-            h = torch.addcmul(n, z, prev - n)  # (1 - z) n + z prev
-            gates[t], hns[t] = torch.cat([rz, n], 1), hn
+        h = out[rows]
+        if gru:
+            gh = cpu_matmul.linear(prev, w_hh, b_hh)
+            g = gates[rows]
+            rz = g[:, :2 * size]
+            torch.sigmoid(rz.add_(gh[:, :2 * size]), out=rz)
+            hn = hn_all[rows]
+            hn.copy_(gh[:, 2 * size:])
+            n = g[:, 2 * size:]
+            torch.tanh(n.addcmul_(rz[:, :size], hn), out=n)
+            torch.addcmul(n, rz[:, size:], prev - n, out=h)  # (1 - z) n + z prev
         else:
-            pre = xw[rows] + linear(prev, w_hh)
-            h = torch.tanh(pre) if kind == "RNN_TANH" else torch.relu(pre)
+            pre = xw[rows].add_(cpu_matmul.linear(prev, w_hh))
+            if kind == "RNN_TANH":
+                torch.tanh(pre, out=h)
+            else:
+                torch.clamp(pre, min=0, out=h)  # relu
+        previous = h
+    return out, (gates if gru else None), hn_all
+
+
+def _forward_differentiable(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
+    """The same forward in plain differentiable ops (for backward with ``create_graph=True``)."""
+    size = h0.shape[1]
+    xw = F.linear(x, w_ih, b_ih)
+    outs = [None] * record.T
+    previous = None
+    for t, rows, active in processing_order(record, reverse):
+        prev = _start(previous, h0, active)
+        gh = F.linear(prev, w_hh, b_hh)
+        if kind == "GRU":
+            gx = xw[rows]
+            r = torch.sigmoid(gx[:, :size] + gh[:, :size])
+            z = torch.sigmoid(gx[:, size:2 * size] + gh[:, size:2 * size])
+            n = torch.tanh(gx[:, 2 * size:] + r * gh[:, 2 * size:])
+            h = (1 - z) * n + z * prev
+        else:
+            h = torch.tanh(xw[rows] + gh) if kind == "RNN_TANH" else torch.relu(xw[rows] + gh)
         outs[t] = previous = h
-    out = torch.cat(outs)
-    if kind != "GRU":
-        return out, None, None
-    return out, torch.cat(gates), torch.cat(hns)
+    return torch.cat(outs)
 
 
 def _final(record, reverse, out):
@@ -113,7 +137,7 @@ class _OwnBPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, job, x, h0, w_ih, w_hh, b_ih, b_hh):
         reverse = job.direction == "reverse"
-        out, gates, hn = _forward(job.kind, job.record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh, cpu_matmul.linear)
+        out, gates, hn = _forward(job.kind, job.record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh)
         ctx.job, ctx.record, ctx.kind, ctx.reverse = job, job.record, job.kind, reverse
         ctx.set_materialize_grads(False)  # an unused output's gradient is None, not zeros to add
         ctx.gates, ctx.hn = gates, hn
@@ -129,15 +153,21 @@ class _OwnBPTT(torch.autograd.Function):
             job = None  # the step closed or the scope stopped: compute, record nothing
         with torch.no_grad():
             prev_h = _previous(record, reverse, h0.detach(), out)
-            K, Kx = _factors(ctx.kind, out, prev_h, ctx.gates, ctx.hn)
+            # the factors are made over the gates in place: taken over here, so a second backward
+            # through the same graph (retain_graph=True) runs the forward again for them
+            gates, hn, ctx.gates, ctx.hn = ctx.gates, ctx.hn, None, None
+            if ctx.kind == "GRU" and gates is None:
+                _, gates, hn = _forward(ctx.kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh)
             try:
                 known = _arrived(job, record, reverse, g_out, g_hn, out)
                 if job is not None:
-                    _gate_statistics(job, ctx, out, prev_h, x, w_ih, b_ih)
+                    _gate_statistics(job, ctx.kind, out, gates, prev_h, x, w_ih, b_ih)
             except Exception as err:  # never break the user's backward pass
                 job = spoil_and_warn(job, err)
                 known = _arrived(None, record, reverse, g_out, g_hn, out)
-            G, carried, dh0 = _bptt(ctx.kind, record, reverse, known, K, ctx.gates, w_hh, h0.shape)
+            K, Kx, Z = _factors(ctx.kind, out, prev_h, gates, hn)
+            del gates, hn
+            G, carried, dh0 = _bptt(ctx.kind, record, reverse, known, K, Z, w_hh, h0.shape)
             if job is not None:
                 _record(job, record, carried)
                 job.ctx.reached()
@@ -149,20 +179,23 @@ class _OwnBPTT(torch.autograd.Function):
 
 # ---- the backward pass ----------------------------------------------------------------------
 def _factors(kind, out, prev_h, gates, hn):
-    """Per-row derivative factors. RNN: dpre = K * total. GRU: the hidden side's gate
-    gradients are K[:, g] * total; the input side's n gate is Kx * total."""
+    """Per-row derivative factors ``(K, Kx, Z)``. RNN: dpre = K * total. GRU: the hidden side's
+    gate gradients are K[:, g] * total, the input side's n gate Kx * total, and Z the update
+    gate (the direct path to the previous state). The GRU's K is made in place over ``gates``
+    (taken over: not to be read afterwards), one gate at a time."""
     if kind == "RNN_TANH":
-        return torch.addcmul(torch.ones_like(out), out, out, value=-1), None
+        return torch.addcmul(torch.ones_like(out), out, out, value=-1), None, None
     if kind == "RNN_RELU":
-        return (out > 0).to(out.dtype), None
+        return (out > 0).to(out.dtype), None, None
     size = out.shape[1]
     r, z, n = gates[:, :size], gates[:, size:2 * size], gates[:, 2 * size:]
-    a_n = (1 - z) * torch.addcmul(torch.ones_like(n), n, n, value=-1)
-    K = torch.empty(out.shape[0], 3, size, dtype=out.dtype, device=out.device)
-    torch.mul(a_n * hn, r * (1 - r), out=K[:, 0])
-    torch.mul(prev_h - n, z * (1 - z), out=K[:, 1])
-    torch.mul(a_n, r, out=K[:, 2])
-    return K, a_n
+    Z = z.clone()
+    a_n = torch.mul(n, n).neg_().add_(1)
+    a_n.addcmul_(a_n, z, value=-1)  # (1 - z) (1 - n^2)
+    z.sub_(z * z).mul_(prev_h - n)  # (h_prev - n) z (1 - z)
+    torch.mul(a_n, r, out=n)  # (1 - z) (1 - n^2) r
+    r.sub_(r * r).mul_(hn).mul_(a_n)  # (1 - z) (1 - n^2) hn r (1 - r)
+    return gates.view(out.shape[0], 3, size), a_n, Z
 
 
 def _arrived(job, record, reverse, g_out, g_hn, like):
@@ -190,27 +223,26 @@ def add_at_final(record, reverse, g_rows, g_final, like):
     return known
 
 
-def _gate_statistics(job, ctx, out, prev_h, x, w_ih, b_ih):
+def _gate_statistics(job, kind, out, gates, prev_h, x, w_ih, b_ih):
     record = job.record
     key = (job.layer, job.direction)
     if job.ctx.gate_stats:
         size = out.shape[1]
-        block = out.unsqueeze(1) if ctx.kind != "GRU" else ctx.gates.view(-1, 3, size)
-        gate_statistics(record, ctx.kind, job.layer, job.direction, block)
+        block = out.unsqueeze(1) if kind != "GRU" else gates.view(-1, 3, size)
+        gate_statistics(record, kind, job.layer, job.direction, block)
     if job.jacobians:
         record.jacobian_inputs[key] = {"xw": F.linear(x, w_ih, b_ih), "prev_state": prev_h,
                                        "weights": record.weights[key]}
 
 
-def _bptt(kind, record, reverse, known, K, gates, w_hh, h0_shape):
+def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     """The loop over t, in the backward order: total = known + carried; the hidden side's gate
-    gradients G (all rows); carried (N, H); the initial state's gradient (B, H)."""
-    size = known.shape[1]
+    gradients G (all rows, written over the factors ``K``); carried (N, H); the initial state's
+    gradient (B, H)."""
     carried = torch.zeros_like(known)
     dh0 = known.new_zeros(h0_shape)
-    G = torch.empty_like(K)
+    G = K  # each step's factors become its gate gradients in place: no second (N, G, H) buffer
     gru = kind == "GRU"
-    z = gates[:, size:2 * size] if gru else None
     steps = processing_order(record, reverse)
     steps.reverse()
     for index, (t, rows, active) in enumerate(steps):
@@ -272,7 +304,7 @@ def _gradients(ctx, G, Kx, known, carried, dh0, x, w_ih, w_hh, b_ih, b_hh, prev_
 def _regrad(ctx, inputs, g_out, g_hn):
     """Gradients by autograd over a differentiable re-run of the forward (create_graph=True)."""
     with torch.enable_grad():
-        out, _, _ = _forward(ctx.kind, ctx.record, ctx.reverse, *inputs)
+        out = _forward_differentiable(ctx.kind, ctx.record, ctx.reverse, *inputs)
         final = _final(ctx.record, ctx.reverse, out)
         pairs = [(o, g) for o, g in ((out, g_out), (final, g_hn)) if g is not None]
         wanted = [(i, t) for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i + 1]]

@@ -11,26 +11,30 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
-from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_bptt import add_at_final, processing_order
 
 
 class _Factors:
     """Per-row derivative factors over all rows at once: dgates = K * (total_c, total_c,
-    total_c, a) where a = dL/d(o * tanh c); direct_c = a * Kc; carried_c = total_c * F."""
+    total_c, a) where a = dL/d(o * tanh c); direct_c = a * Kc; carried_c = total_c * F.
+
+    K is made in place over ``gates`` (which it takes over: the caller must not read them
+    afterwards), one gate at a time, so the factors cost two (N, H) buffers beyond the gates."""
 
     def __init__(self, gates, c_all, prev_c):
         size = c_all.shape[1]
         i, f, g, o = gates.split(size, 1)
-        tc = torch.tanh(c_all)
-        self.tc_o = tc * o  # the projection's input (proj_size) and a factor of K's o part
-        self.Kc = torch.addcmul(torch.ones_like(tc), tc, tc, value=-1).mul_(o)
-        K = torch.empty(gates.shape[0], 4, size, dtype=gates.dtype, device=gates.device)
-        torch.mul(g * i, 1 - i, out=K[:, 0])
-        torch.mul(prev_c * f, 1 - f, out=K[:, 1])
-        torch.mul(i, torch.addcmul(torch.ones_like(g), g, g, value=-1), out=K[:, 2])
-        torch.mul(self.tc_o, 1 - o, out=K[:, 3])
-        self.K, self.F = K, f
+        self.F = f.clone()
+        tc_o = torch.tanh(c_all)
+        self.Kc = torch.mul(tc_o, tc_o).neg_().add_(1).mul_(o)  # (1 - tanh^2 c) o
+        self.tc_o = tc_o.mul_(o)  # the projection's input (proj_size) and a factor of K's o part
+        k_g = torch.mul(g, g).neg_().add_(1).mul_(i)  # i (1 - g^2)
+        i.sub_(i * i).mul_(g)  # g i (1 - i)
+        g.copy_(k_g)
+        del k_g
+        f.sub_(f * f).mul_(prev_c)  # c_prev f (1 - f)
+        o.neg_().add_(1).mul_(self.tc_o)  # tanh(c) o (1 - o)
+        self.K = gates.view(gates.shape[0], 4, size)
 
 
 def _arrived(job, record, reverse, g_out, g_hn, g_cn, out, c_all):
@@ -48,12 +52,13 @@ def _arrived(job, record, reverse, g_out, g_hn, g_cn, out, c_all):
     return known_h, known_c
 
 
-def _side_records(job, record, gates, x, w_ih, b_ih, prev_h, prev_c):
+def _jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
+    """With ``jacobians=True``, what the Jacobians need (``prev_c_of()`` makes the previous cell
+    states only then)."""
     key = (job.layer, job.direction)
-    if job.ctx.gate_stats:
-        gate_statistics(record, "LSTM", job.layer, job.direction, gates.view(gates.shape[0], 4, -1))
+    w_ih, b_ih = w["w_ih"], w["b_ih"]
     if job.jacobians:
-        record.jacobian_inputs[key] = {"xw": F.linear(x, w_ih, b_ih), "prev_state": torch.cat([prev_h, prev_c], 1),
+        record.jacobian_inputs[key] = {"xw": F.linear(x, w_ih, b_ih), "prev_state": torch.cat([prev_h, prev_c_of()], 1),
                                        "weights": record.weights[key]}
 
 
@@ -65,7 +70,7 @@ def _bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     carried_h = known_h.new_zeros(known_h.shape)
     carried_c = known_h.new_zeros(n_rows, size)
     direct_c = known_h.new_empty(n_rows, size)
-    G = known_h.new_empty(n_rows, 4, size)
+    G = f.K  # each step's factors become its gate gradients in place: no second (N, 4H) buffer
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
     steps = processing_order(record, reverse)
     steps.reverse()

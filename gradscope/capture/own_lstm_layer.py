@@ -15,7 +15,8 @@ from torch import _VF
 from gradscope.capture import cpu_matmul
 from gradscope.capture.fast_adjoint import _cell_scan, _previous
 from gradscope.capture.own_bptt import spoil_and_warn
-from gradscope.capture.own_lstm import _arrived, _bptt, _Factors, _gradients, _record, _side_records
+from gradscope.capture.gate_stats import gate_statistics
+from gradscope.capture.own_lstm import _arrived, _bptt, _Factors, _gradients, _jacobian_inputs, _record
 
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 
@@ -98,12 +99,15 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
         prev_h = _previous(record, reverse, h0[d], h_d)
         gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
         prev_c = _previous(record, reverse, c0[d], c_all)
+        if job is not None and job.ctx.gate_stats:  # before the factors take the gates over
+            gate_statistics(record, "LSTM", job.layer, direction, gates.view(gates.shape[0], 4, -1))
         factors = _Factors(gates, c_all, prev_c)
+        del prev_c  # K holds what the loop needs of it
         step_job = _DirectionJob(job, direction) if job is not None else None
         try:
             known_h, known_c = _arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
             if step_job is not None:
-                _side_records(step_job, record, gates, x, w["w_ih"], w["b_ih"], prev_h, prev_c)
+                _jacobian_inputs(step_job, record, x, w, prev_h, lambda: _previous(record, reverse, c0[d], c_all))
         except Exception as err:  # never break the user's backward pass
             step_job = spoil_and_warn(step_job, err)
             job = None
@@ -168,7 +172,7 @@ def _recompute(record, reverse, x, prev_h, c0, w):
     size = c0.shape[1]
     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
     gates = cpu_matmul.linear(x, w["w_ih"], bias)
-    gates += cpu_matmul.linear(prev_h, w["w_hh"])
+    cpu_matmul.add_linear_(gates, prev_h, w["w_hh"])
     gates[:, :2 * size].sigmoid_()
     gates[:, 2 * size:3 * size].tanh_()
     gates[:, 3 * size:].sigmoid_()
