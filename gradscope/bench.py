@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, peak_bytes, spectra_seconds
+from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, memory_method, peak_bytes, spectra_seconds
 from gradscope.scope import watch
 from gradscope.spectra.cadence import AUTO_INTERVAL
 
@@ -26,6 +26,8 @@ EVERY = 16
 TIMED = ("exact", "fast", "off", "loop")
 __all__ = ["CELLS", "SIZES", "measure", "run", "parse_sizes", "median_interval"]  # plus "plain", the reference of every ratio
 NOT_AVAILABLE = "n/a (mode not available)"
+MEMORY_REPEAT = 3  # the resident peak of a step varies with what the allocator kept: the least of 3
+RESOLUTION = 1 << 20  # below a MiB the resident peak says little (pages already held)
 
 
 def parse_sizes(text):
@@ -130,11 +132,11 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
             if rounds >= repeat and (max(widths) <= tolerance or rounds >= max_repeat
                                      or time.perf_counter() - started > budget_s):
                 break
-        memory = {name: peak_bytes(cases.steps[name].step, device) for name in names if name != "off"}
+        memory, memory_how = _peak_memory(cases, names, device)
         spectra_s = spectra_seconds(model, device)
     finally:
         cases.close()
-    row = {"cell": cell, "batch": batch, "hidden": hidden, "seq_len": seq_len, "layers": layers,
+    row = {"memory_method": memory_how, "cell": cell, "batch": batch, "hidden": hidden, "seq_len": seq_len, "layers": layers,
            "device": device, "rounds": rounds, "plain_s": statistics.median(times["plain"]),
            "fast_available": cases.fast_error is None, "fast_error": cases.fast_error}
     for name, values in ratios.items():
@@ -148,6 +150,19 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
     for name in ("exact", "fast", "loop"):
         row[f"{name}_memory"] = memory[name] / memory["plain"] if name in memory and memory["plain"] else None
     return row
+
+
+def _peak_memory(cases, names, device):
+    """Peak bytes of one step per case (the least of MEMORY_REPEAT) and how they were measured:
+    the resident peak where it can see the steps (each at least RESOLUTION), else the profiler's."""
+    def measure_all(method):
+        return {name: min(peak_bytes(cases.steps[name].step, device, method) for _ in range(MEMORY_REPEAT))
+                for name in names if name != "off"}
+
+    memory = measure_all(None)
+    if torch.device(device).type != "cuda" and min(memory.values()) < RESOLUTION:
+        return measure_all("profiler"), memory_method(device, "profiler")
+    return memory, memory_method(device)
 
 
 COLUMNS = (("exact", "exact"), ("fast", "fast"), ("fast_spectra", "fast+spectra"),
@@ -199,7 +214,7 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
             f"every={EVERY}: default settings amortised, (one recorded fast step + {EVERY - 1} off-schedule steps) "
             f"/ {EVERY} per round plus its share of spectra; off-sched: a step that every={EVERY} does not record; "
             "hand loop: the stock cell op per time step with retain_grad() on every state")
-    memory_how = "torch.cuda.max_memory_allocated" if torch.device(device).type == "cuda" else \
-        "torch profiler memory records (tensors only)"
-    printer(f"mem: peak memory of one training step / the plain step's ({memory_how})")
+    methods = sorted({row["memory_method"] for row in rows}) or [memory_method(device)]
+    printer(f"mem: peak memory of one training step / the plain step's ({'; '.join(methods)}; the least of "
+            f"{MEMORY_REPEAT} steps)")
     return rows

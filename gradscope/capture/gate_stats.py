@@ -14,7 +14,7 @@ def gate_statistics(record, kind, layer, direction, gates):
 
     Sums run over the rows in the gates' own dtype first and in float64 only over the units:
     a few fast passes instead of a float64 copy of every activation (that copy cost more than
-    the statistics themselves); counts are exact integers (int32 per unit: rows < 2**31).
+    the statistics themselves); counts are exact integers (``count_nonzero``).
 
     Args:
         record: the call record (accumulate.CallRecord).
@@ -24,29 +24,18 @@ def gate_statistics(record, kind, layer, direction, gates):
     """
     activations = GATE_ACTIVATION[kind]
     rows, n_gates, size = gates.shape
-    columns = gates.reshape(rows, n_gates * size)
-
-    def per_gate_sum(value):
-        return value.sum(0).view(n_gates, size).sum(1, dtype=torch.float64)
-
-    def per_gate_count(mask):
-        # a bool sum into int32 is one fast pass; count_nonzero(dim=0) measured ten times slower
-        return mask.sum(0, dtype=torch.int32).view(n_gates, size).sum(1, dtype=torch.float64)
-
-    sums = per_gate_sum(columns)
-    high = per_gate_count(columns > 1 - SATURATION_MARGIN)
-    low = {}
-    for activation in sorted(set(activations.values())):
-        if activation == "sigmoid":
-            low[activation] = per_gate_count(columns < SATURATION_MARGIN)
-        elif activation == "tanh":
-            low[activation] = per_gate_count(columns < -1 + SATURATION_MARGIN)
-        else:  # relu: "low" is a dead unit; there is no upper bound
-            low[activation] = per_gate_count(columns == 0)
-    nan = sums.new_tensor(float("nan"))
-    count = sums.new_tensor(float(rows * size))
+    nan = gates.new_tensor(float("nan"), dtype=torch.float64)
+    count = gates.new_tensor(float(rows * size), dtype=torch.float64)
     for index, gate in enumerate(GATES[kind]):
+        # one gate at a time, each threshold counted once over that gate's own columns only:
+        # a comparison and a full count_nonzero per bound (a per-column count measured slower)
+        values = gates[:, index]
         activation = activations[gate]
-        stats = torch.stack([count, sums[index], low[activation][index],
-                             high[index] if activation != "relu" else nan])
+        total = values.sum(0).sum(dtype=torch.float64)
+        if activation == "relu":  # "low" is a dead unit; there is no upper bound
+            low, high = torch.count_nonzero(values == 0), nan
+        else:
+            low = torch.count_nonzero(values < (SATURATION_MARGIN if activation == "sigmoid" else -1 + SATURATION_MARGIN))
+            high = torch.count_nonzero(values > 1 - SATURATION_MARGIN)
+        stats = torch.stack([count, total, low.to(torch.float64), high.to(torch.float64)])
         record.gate_stats.append((layer, direction, gate, activation, stats))
