@@ -5,7 +5,7 @@ Run: `PYTHONPATH=. python benchmarks/fast_route.py [--repeat 7] [--kinds RNN,GRU
 noisy); the table gives medians of the ratios to the plain step of the same repetition.
 "capture only" leaves the weight spectra out of the step (they are measured at step close and
 are being moved off the critical path separately), so the capture's own cost shows.
-`--profile` splits a fast step into the recursion's parts (timers around its functions).
+`--profile` splits a fast step on the CPU into its parts (timers around gradscope's own BPTT).
 """
 
 import argparse
@@ -100,11 +100,11 @@ def main():
 
 
 def profile(batch, hidden, steps, repeat=5):
-    """Medians of one fast backward's parts (the recursion's functions wrapped with timers)."""
-    import gradscope.capture.fast as fast
-    import gradscope.capture.fast_adjoint as adjoint
-    import torch.nn.functional as F
-    from gradscope.capture import accumulate
+    """Medians of one fast step's parts on the CPU (gradscope's own BPTT; its functions wrapped
+    with timers): the forward (RNN/GRU: gradscope's loop; LSTM: the fused op), the gates
+    recomputed and c_t rebuilt (LSTM), gate statistics, derivative factors, the reverse loop,
+    weight gradients, norms."""
+    from gradscope.capture import accumulate, own_bptt, own_lstm_layer
 
     parts = {}
 
@@ -117,14 +117,16 @@ def profile(batch, hidden, steps, repeat=5):
                 parts[name] = parts.get(name, 0.0) + CLOCK() - start
         return wrapped
 
-    patches = [mock.patch.object(F, "linear", timer("gate matmuls", F.linear)),
-               mock.patch.object(adjoint, "_cell_scan", timer("c scan", adjoint._cell_scan)),
-               mock.patch.object(adjoint, "_layer_states", timer("states+factors (incl. the above)",
-                                                                 adjoint._layer_states)),
-               mock.patch.object(adjoint, "_recursion", timer("recursion loop", adjoint._recursion)),
-               mock.patch.object(adjoint, "gate_statistics", timer("gate statistics", adjoint.gate_statistics)),
-               mock.patch.object(accumulate.Series, "reduce", timer("norms", accumulate.Series.reduce)),
-               mock.patch.object(fast, "run_layer", timer("run_layer total", adjoint.run_layer))]
+    wrapped = {
+        own_bptt: [("_forward", "forward loop"), ("_factors", "factors"), ("_gate_statistics", "gate statistics"),
+                   ("_bptt", "reverse loop"), ("_gradients", "weight gradients")],
+        own_lstm_layer: [("_fused", "fused forward"), ("_recompute", "gates recomputed + c scan"),
+                         ("gate_statistics", "gate statistics"), ("_Factors", "factors"), ("_bptt", "reverse loop"),
+                         ("_gradients", "weight gradients")],
+    }
+    patches = [mock.patch.object(module, name, timer(label, getattr(module, name)))
+               for module, names in wrapped.items() for name, label in names]
+    patches.append(mock.patch.object(accumulate.Series, "reduce", timer("norms", accumulate.Series.reduce)))
     for kind in ("RNN", "GRU", "LSTM"):
         model = make(kind, hidden, hidden)
         x = torch.randn(batch, steps, hidden)

@@ -65,7 +65,9 @@ def _run_demo(task, steps, seq_len, hidden, seed, every, out, batch_size, lr, ki
         model = build_model(kind, the_task, hidden, seed=seed)
         bar = ProgressBar(kind, steps, stream=stream)
         started = time.perf_counter()
-        with gradscope.watch(model, every=every, run_dir=run_dirs[kind], name=kind):
+        # a small model recorded every N-th step: every recorded step's spectra cost little, and
+        # the report draws them over training (the default would keep every 50th recorded step's)
+        with gradscope.watch(model, every=every, run_dir=run_dirs[kind], name=kind, spectra_every=1):
             losses = train(model, the_task, steps, batch_size=batch_size, lr=lr, seed=seed,
                            on_step=lambda step, loss: bar.update(step + 1, loss))
         bar.close()
