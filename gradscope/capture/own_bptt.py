@@ -243,20 +243,24 @@ def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     dh0 = known.new_zeros(h0_shape)
     G = K  # each step's factors become its gate gradients in place: no second (N, G, H) buffer
     gru = kind == "GRU"
-    steps = processing_order(record, reverse)
-    steps.reverse()
-    for index, (t, rows, active) in enumerate(steps):
-        total = known[rows] + carried[rows]
-        g = G[rows]
-        torch.mul(K[rows], total.unsqueeze(1) if gru else total, out=g)
-        # the rows whose step started from the previous processed step get it as carried
-        nxt = steps[index + 1] if index + 1 < len(steps) else None
-        continuing = min(active, nxt[2]) if nxt is not None else 0
+    bs = record.batch_sizes
+    # every per-row tensor split once into its steps' views: no slicing inside the loop
+    known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
+    z_s = z.split(bs) if gru else None
+    order = [t for t, _, _ in processing_order(record, reverse)][::-1]
+    for index, t in enumerate(order):
+        active = bs[t]
+        total = known_s[t] + carried_s[t]
+        g = k_s[t]
+        torch.mul(g, total.unsqueeze(1) if gru else total, out=g)
         back = cpu_matmul.matmul(g.view(active, -1), w_hh)
         if gru:
-            back.addcmul_(total, z[rows])
+            back.addcmul_(total, z_s[t])
+        # the rows whose step started from the previous processed step get it as carried
+        nt = order[index + 1] if index + 1 < len(order) else None
+        continuing = min(active, bs[nt]) if nt is not None else 0
         if continuing:
-            carried[nxt[1]][:continuing] = back[:continuing]
+            carried_s[nt][:continuing] = back[:continuing]
         if continuing < active:
             dh0[continuing:active] = back[continuing:]
     return G, carried, dh0

@@ -72,28 +72,36 @@ def _bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     direct_c = known_h.new_empty(n_rows, size)
     G = f.K  # each step's factors become its gate gradients in place: no second (N, 4H) buffer
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
-    steps = processing_order(record, reverse)
-    steps.reverse()
-    for index, (t, rows, active) in enumerate(steps):
-        total = known_h[rows] + carried_h[rows]
+    bs = record.batch_sizes
+    # every per-row tensor split once into its steps' views: no slicing inside the loop
+    known_s, carried_s, kc_s, direct_s = (v.split(bs) for v in (known_h, carried_h, f.Kc, direct_c))
+    carried_c_s, k_s, f_s = carried_c.split(bs), G.split(bs), f.F.split(bs)
+    known_c_s = known_c.split(bs) if known_c is not None else None
+    order = [t for t, _, _ in processing_order(record, reverse)][::-1]
+    for index, t in enumerate(order):
+        active = bs[t]
+        total = known_s[t] + carried_s[t]
         a = total if w_hr is None else cpu_matmul.matmul(total, w_hr)
-        torch.mul(a, f.Kc[rows], out=direct_c[rows])
-        total_c = direct_c[rows] + carried_c[rows]
-        if known_c is not None:
-            total_c += known_c[rows]
-        g = G[rows]
-        torch.mul(f.K[rows, :3], total_c.unsqueeze(1), out=g[:, :3])
-        torch.mul(f.K[rows, 3], a, out=g[:, 3])
+        torch.mul(a, kc_s[t], out=direct_s[t])
+        total_c = direct_s[t] + carried_c_s[t]
+        if known_c_s is not None:
+            total_c += known_c_s[t]
+        g = k_s[t]
+        torch.mul(g[:, :3], total_c.unsqueeze(1), out=g[:, :3])
+        torch.mul(g[:, 3], a, out=g[:, 3])
         back_h = cpu_matmul.matmul(g.view(active, -1), w_hh)
-        back_c = total_c * f.F[rows]
-        nxt = steps[index + 1] if index + 1 < len(steps) else None
-        continuing = min(active, nxt[2]) if nxt is not None else 0
+        nt = order[index + 1] if index + 1 < len(order) else None
+        continuing = min(active, bs[nt]) if nt is not None else 0
+        if continuing == active:  # every row goes on: straight into the next step's rows
+            torch.mul(total_c, f_s[t], out=carried_c_s[nt][:active])
+            carried_s[nt][:active] = back_h
+            continue
+        back_c = total_c * f_s[t]
         if continuing:
-            carried_h[nxt[1]][:continuing] = back_h[:continuing]
-            carried_c[nxt[1]][:continuing] = back_c[:continuing]
-        if continuing < active:
-            dh0[continuing:active] = back_h[continuing:]
-            dc0[continuing:active] = back_c[continuing:]
+            carried_s[nt][:continuing] = back_h[:continuing]
+            carried_c_s[nt][:continuing] = back_c[:continuing]
+        dh0[continuing:active] = back_h[continuing:]
+        dc0[continuing:active] = back_c[continuing:]
     return {"carried_h": carried_h, "carried_c": carried_c, "direct_c": direct_c, "G": G, "dh0": dh0, "dc0": dc0}
 
 
