@@ -121,8 +121,8 @@ def profile(batch, hidden, steps, repeat=5):
         own_bptt: [("_forward", "forward loop"), ("_factors", "factors"), ("_gate_statistics", "gate statistics"),
                    ("_bptt", "reverse loop"), ("_gradients", "weight gradients")],
         own_lstm_layer: [("_fused", "fused forward"), ("_recompute", "gates recomputed + c scan"),
-                         ("gate_statistics", "gate statistics"), ("_Factors", "factors"), ("_bptt", "reverse loop"),
-                         ("_gradients", "weight gradients")],
+                         ("gate_statistics", "gate statistics"), ("Factors", "factors"), ("bptt", "reverse loop"),
+                         ("gradients", "weight gradients")],
     }
     patches = [mock.patch.object(module, name, timer(label, getattr(module, name)))
                for module, names in wrapped.items() for name, label in names]

@@ -1,7 +1,11 @@
-"""The fast route for nn.RNN / nn.GRU / nn.LSTM: the module's own fused kernels forward and
-backward, one layer at a time, and the per-step gradients by a reverse recursion afterwards.
+"""The fast route for nn.RNN / nn.GRU / nn.LSTM, one layer at a time.
 
-Each layer runs PyTorch's fused op (``torch._VF``) with that layer's weights, as the module's
+On the CPU (outside autocast, under grad) a layer is handed to gradscope's own BPTT
+(``_own_layer``: own_bptt.py, own_lstm_layer.py), whose one reverse pass gives the per-step
+totals and the gradients. Elsewhere the module's own fused kernels run forward and backward,
+tapped, and the per-step gradients come from a reverse recursion beside the fused backward.
+
+In that tapped form each layer runs PyTorch's fused op (``torch._VF``) with its weights, as the module's
 own multi-layer call does internally (same ops, same order, dropout between layers drawn with
 ``F.dropout`` as ATen does), so outputs and parameter gradients are the unwatched ones. A tap
 (an identity autograd Function over the layer's output and final states) receives, in one
@@ -17,7 +21,7 @@ from torch import _VF
 from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.fast_adjoint import LayerJob, run_layer
-from gradscope.capture import own_bptt, own_lstm, own_lstm_layer
+from gradscope.capture import own_bptt, own_lstm_layer
 from gradscope.capture.module_call import ModuleCall
 from gradscope.cells import module_weights
 
@@ -127,7 +131,8 @@ def _fused_layer(ctx, record, call, layer, layer_in, finals):
 
 
 def _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals):
-    """One layer on the CPU by gradscope's own BPTT (own_bptt.py, own_lstm.py), each direction."""
+    """One layer on the CPU by gradscope's own BPTT: an LSTM layer as one Function over its fused
+    forward (own_lstm_layer.py), an RNN or GRU layer as one Function per direction (own_bptt.py)."""
     layout = call.layout
     rows_in = layer_in if layout.packed else layer_in.reshape(-1, layer_in.shape[-1])
     h0 = call.h0[rows]
@@ -139,22 +144,17 @@ def _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals):
         finals["c"].append(cy)
         note_nonfinite_rows(record, "output", layer, _rows(layer_out))
         return layer_out
-    outs, layer_finals = [], {state: [] for state in finals}
+    outs, finals_h = [], []
     for d, direction in enumerate(call.directions):
         job = own_bptt.OwnLayerJob(ctx, record, call.kind, layer, direction, ctx.jacobians)
         w = weights[d]
-        if call.is_lstm:
-            out, final_h, final_c = own_lstm.run_direction(job, rows_in, h0[d], call.c0[rows][d], w)
-            layer_finals["c"].append(final_c)
-        else:
-            out, final_h = own_bptt.run_direction(job, rows_in, h0[d], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
-        layer_finals["h"].append(final_h)
+        out, final_h = own_bptt.run_direction(job, rows_in, h0[d], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"])
+        finals_h.append(final_h)
         outs.append(out)
     layer_out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
     if not layout.packed:
         layer_out = layer_out.view(len(layout.bs), layout.batch, layer_out.shape[-1])
-    for state, pieces in layer_finals.items():
-        finals[state].append(torch.stack(pieces))
+    finals["h"].append(torch.stack(finals_h))
     note_nonfinite_rows(record, "output", layer, _rows(layer_out))
     return layer_out
 

@@ -121,7 +121,7 @@ def _prev_index(record, reverse):
     return index
 
 
-def _previous(record, reverse, initial, states):
+def previous_states(record, reverse, initial, states):
     """(N, S): the state each row's step starts from."""
     batch, n_rows = record.batch_sizes[0], record.n_rows
     if record.uniform:
@@ -140,7 +140,7 @@ def _layer_states(job, d, direction):
     # under autocast the fused op ran in a lower precision than the weights: recompute (and run
     # the recursion) in that precision too, as its own backward does, overflow included
     w = {k: (v.to(h.dtype) if v is not None else None) for k, v in job.weights[d].items()}
-    prev_h = _previous(record, reverse, job.h0[d].to(h.dtype), h)
+    prev_h = previous_states(record, reverse, job.h0[d].to(h.dtype), h)
     out = {"prev_h": prev_h, "w_hh": w["w_hh"], "w_hr": w["w_hr"]}
     if kind in ("RNN_TANH", "RNN_RELU") and not job.jacobians:
         xw = None  # an RNN's factors need only its outputs: no matmul over all t
@@ -171,8 +171,8 @@ def _layer_states(job, d, direction):
     gates = pre.add_(xw).view(pre.shape[0], 4, -1)
     i, f, g, o = gates.unbind(1)
     i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
-    c = _cell_scan(record, reverse, job.c0[d].to(h.dtype), f, i * g)
-    prev_c = _previous(record, reverse, job.c0[d], c)
+    c = cell_scan(record, reverse, job.c0[d].to(h.dtype), f, i * g)
+    prev_c = previous_states(record, reverse, job.c0[d], c)
     tc = torch.tanh(c)
     out["gate_block"] = gates
     out["prev_c"] = prev_c
@@ -187,7 +187,7 @@ def _layer_states(job, d, direction):
     return out
 
 
-def _cell_scan(record, reverse, c0, f, ig):
+def cell_scan(record, reverse, c0, f, ig):
     """c_t = f_t * c_prev + i_t * g_t over the steps in processing order."""
     bs = record.batch_sizes
     c = torch.empty_like(ig)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
 from gradscope.capture.gate_stats import gate_statistics
-from gradscope.capture.fast_adjoint import _previous
+from gradscope.capture.fast_adjoint import previous_states
 
 OWN_KINDS = ("RNN_TANH", "RNN_RELU", "GRU", "LSTM")  # LSTM: own_lstm.py
 
@@ -152,7 +152,7 @@ class _OwnBPTT(torch.autograd.Function):
         if job is not None and (not job.ctx.live() or record.closed):
             job = None  # the step closed or the scope stopped: compute, record nothing
         with torch.no_grad():
-            prev_h = _previous(record, reverse, h0.detach(), out)
+            prev_h = previous_states(record, reverse, h0.detach(), out)
             # the factors are made over the gates in place: taken over here, so a second backward
             # through the same graph (retain_graph=True) runs the forward again for them
             gates, hn, ctx.gates, ctx.hn = ctx.gates, ctx.hn, None, None

@@ -14,7 +14,7 @@ from gradscope.capture import cpu_matmul
 from gradscope.capture.own_bptt import add_at_final, processing_order
 
 
-class _Factors:
+class Factors:
     """Per-row derivative factors over all rows at once: dgates = K * (total_c, total_c,
     total_c, a) where a = dL/d(o * tanh c); direct_c = a * Kc; carried_c = total_c * F.
 
@@ -37,7 +37,7 @@ class _Factors:
         self.K = gates.view(gates.shape[0], 4, size)
 
 
-def _arrived(job, record, reverse, g_out, g_hn, g_cn, out, c_all):
+def arrived(job, record, reverse, g_out, g_hn, g_cn, out, c_all):
     """Record the direct parts; return the known parts of the totals of h and c (None: zero)."""
     if job is not None:
         if g_out is not None:
@@ -52,7 +52,7 @@ def _arrived(job, record, reverse, g_out, g_hn, g_cn, out, c_all):
     return known_h, known_c
 
 
-def _jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
+def jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
     """With ``jacobians=True``, what the Jacobians need (``prev_c_of()`` makes the previous cell
     states only then)."""
     key = (job.layer, job.direction)
@@ -62,7 +62,7 @@ def _jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
                                        "weights": record.weights[key]}
 
 
-def _bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
+def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     """The loop over t in backward order. Returns a dict of all rows' carried h and c, the
     direct part of c from h, the gate gradients, and the initial states' gradients."""
     size = f.Kc.shape[1]
@@ -105,7 +105,7 @@ def _bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     return {"carried_h": carried_h, "carried_c": carried_c, "direct_c": direct_c, "G": G, "dh0": dh0, "dc0": dc0}
 
 
-def _record(job, record, parts):
+def record_parts(job, record, parts):
     layer, direction = job.layer, job.direction
     record.add(layer, direction, "h", "carried", parts["carried_h"])
     record.add(layer, direction, "c", "carried", parts["carried_c"])
@@ -114,7 +114,7 @@ def _record(job, record, parts):
         record.probe_fired(layer, direction, state)
 
 
-def _gradients(need, parts, f, known_h, inputs, prev_h):
+def gradients(need, parts, f, known_h, inputs, prev_h):
     """(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr) from all rows' gate gradients."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
     G = parts["G"].view(parts["G"].shape[0], -1)

@@ -13,10 +13,10 @@ import torch
 from torch import _VF
 
 from gradscope.capture import cpu_matmul
-from gradscope.capture.fast_adjoint import _cell_scan, _previous
+from gradscope.capture.fast_adjoint import cell_scan, previous_states
 from gradscope.capture.own_bptt import spoil_and_warn
 from gradscope.capture.gate_stats import gate_statistics
-from gradscope.capture.own_lstm import _arrived, _bptt, _Factors, _gradients, _jacobian_inputs, _record
+from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 
@@ -96,28 +96,28 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
         w = weights[d]
         h_d = rows_out[:, d * size:(d + 1) * size]
         g_d = g_rows[:, d * size:(d + 1) * size] if g_rows is not None else None
-        prev_h = _previous(record, reverse, h0[d], h_d)
+        prev_h = previous_states(record, reverse, h0[d], h_d)
         gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
-        prev_c = _previous(record, reverse, c0[d], c_all)
+        prev_c = previous_states(record, reverse, c0[d], c_all)
         if job is not None and job.ctx.gate_stats:  # before the factors take the gates over
             gate_statistics(record, "LSTM", job.layer, direction, gates.view(gates.shape[0], 4, -1))
-        factors = _Factors(gates, c_all, prev_c)
+        factors = Factors(gates, c_all, prev_c)
         del prev_c  # K holds what the loop needs of it
         step_job = _DirectionJob(job, direction) if job is not None else None
         try:
-            known_h, known_c = _arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
+            known_h, known_c = arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
             if step_job is not None:
-                _jacobian_inputs(step_job, record, x, w, prev_h, lambda: _previous(record, reverse, c0[d], c_all))
+                jacobian_inputs(step_job, record, x, w, prev_h, lambda: previous_states(record, reverse, c0[d], c_all))
         except Exception as err:  # never break the user's backward pass
             step_job = spoil_and_warn(step_job, err)
             job = None
-            known_h, known_c = _arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
-        parts = _bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape)
+            known_h, known_c = arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
+        parts = bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape)
         if step_job is not None:
-            _record(step_job, record, parts)
+            record_parts(step_job, record, parts)
         if not want_grads:
             continue
-        grads = _gradients(_Need(need[2], _flat_need(need, ctx.names, d)), parts, factors, known_h,
+        grads = gradients(_Need(need[2], _flat_need(need, ctx.names, d)), parts, factors, known_h,
                            (x, h0[d], c0[d], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["w_hr"]), prev_h)
         gx, gh0, gc0, *gw = grads
         if gx is not None:
@@ -177,7 +177,7 @@ def _recompute(record, reverse, x, prev_h, c0, w):
     gates[:, 2 * size:3 * size].tanh_()
     gates[:, 3 * size:].sigmoid_()
     i, f, g, _ = gates.split(size, 1)
-    return gates, _cell_scan(record, reverse, c0, f, i * g)
+    return gates, cell_scan(record, reverse, c0, f, i * g)
 
 
 def _regrad(ctx, layer_in, h0, c0, flat, grads):
