@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gradscope
-from gradscope.capture import own_bptt
+from gradscope.capture import own_bptt, own_lstm_layer
 from tests.reference import compare_tables
 from tests.settings import setting_id, settings
 from tests.test_capture_modules import Inputs, build
@@ -82,6 +82,27 @@ def test_tapped_route_equals_exact(kind, extra, tapped_route):
     fast, dtype = _watched(kind, extra, "fast")
     exact, _ = _watched(kind, extra, "exact")
     assert_same_tables(fast, exact, dtype)
+
+
+LSTM_CASES = [(k, e) for k, e in CASES if k == "LSTM" and not e.get("packed")]
+
+
+@pytest.fixture
+def stepped_lstm(monkeypatch):
+    """The CPU form's LSTM with its forward stepped by gradscope (what large layers get)."""
+    monkeypatch.setattr(own_lstm_layer, "stepped", lambda layer_in, weights: True)
+
+
+@pytest.mark.parametrize("kind,extra", LSTM_CASES, ids=[setting_id(k, e) for k, e in LSTM_CASES])
+def test_stepped_lstm_equals_exact_and_unwatched(kind, extra, stepped_lstm):
+    fast, dtype = _watched(kind, extra, "fast")
+    exact, _ = _watched(kind, extra, "exact")
+    assert_same_tables(fast, exact, dtype)
+    watched, plain, dtype = _outputs_and_grads(kind, extra, "fast")
+    bound = 1e-5 if dtype == torch.float32 else 1e-12
+    for got, want in zip(watched, plain):
+        scale = want.abs().max().clamp_min(torch.finfo(dtype).tiny)
+        assert ((got - want).abs().max() / scale).item() <= bound
 
 
 def _outputs_and_grads(kind, extra, mode):

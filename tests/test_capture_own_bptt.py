@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gradscope
-from gradscope.capture import cpu_matmul
+from gradscope.capture import cpu_matmul, own_lstm_layer
 from gradscope.capture.norms import nonfinite_rows, row_norms
 
 KINDS = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}
@@ -107,6 +107,45 @@ def test_a_second_backward_through_the_same_graph_computes_and_records_once(kind
     with gradscope.watch(once) as single:
         grads_of(once, x)
     assert scope.timesteps()["grad_norm"].tolist() == pytest.approx(single.timesteps()["grad_norm"].tolist())
+
+
+@pytest.mark.parametrize("stepped", [False, True], ids=["fused forward", "stepped forward"])
+def test_lstm_second_backward_and_gradient_penalty_on_both_forwards(stepped, monkeypatch):
+    """The stepped forward hands its gates to the first backward; a second one recomputes them."""
+    monkeypatch.setattr(own_lstm_layer, "stepped", lambda layer_in, weights: stepped)
+    module, twin = make("LSTM", num_layers=2, bidirectional=True), make("LSTM", num_layers=2, bidirectional=True)
+    x = torch.randn(6, 2, 3)
+    plain = grads_of(twin, x, retain=True)
+    with gradscope.watch(module) as scope:
+        watched = grads_of(module, x, retain=True)
+    assert len(scope.timesteps()) > 0
+    for name, want in plain.items():
+        torch.testing.assert_close(watched[name], want, rtol=1e-5, atol=1e-6, msg=name)
+    x64 = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    module64, twin64 = make("LSTM").double(), make("LSTM").double()
+
+    def penalty(m):
+        m.zero_grad()
+        (gx,) = torch.autograd.grad(m(x64)[0].sin().sum(), x64, create_graph=True)
+        gx.pow(2).sum().backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    want = penalty(twin64)
+    with gradscope.watch(module64):
+        got = penalty(module64)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_large_lstm_layers_step_their_forward_and_small_ones_keep_the_fused_op():
+    from gradscope.capture.own_lstm_layer import stepped
+
+    def weights(hidden):
+        return [{"w_hh": torch.zeros(4 * hidden, hidden)}]
+
+    assert stepped(torch.zeros(200, 32, 256), weights(256))  # 32 x 1024 x 256 per step
+    assert not stepped(torch.zeros(1000, 16, 64), weights(64))  # 16 x 256 x 64 per step
+    assert not stepped(torch.zeros(200, 32, 256, dtype=torch.float64), weights(256))
 
 
 def test_lstm_outputs_are_the_fused_ones_bitwise():

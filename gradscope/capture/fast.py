@@ -138,7 +138,8 @@ def _own_layer(ctx, record, call, layer, layer_in, rows, weights, finals):
     h0 = call.h0[rows]
     if call.is_lstm:
         job = own_lstm_layer.LayerJob(ctx, record, layer, call.directions, layout.packed, layout.batch_sizes,
-                                      call.module.bias, call.module.training, ctx.jacobians)
+                                      call.module.bias, call.module.training, ctx.jacobians,
+                                      stepped=not layout.packed and own_lstm_layer.stepped(layer_in, weights))
         layer_out, hy, cy = own_lstm_layer.run_layer(job, layer_in, h0, call.c0[rows], weights)
         finals["h"].append(hy)
         finals["c"].append(cy)

@@ -14,7 +14,7 @@ from torch import _VF
 
 from gradscope.capture import cpu_matmul
 from gradscope.capture.fast_adjoint import cell_scan, previous_states
-from gradscope.capture.own_bptt import spoil_and_warn
+from gradscope.capture.own_bptt import _start, processing_order, spoil_and_warn
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 
@@ -24,7 +24,9 @@ WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 class LayerJob:
     """One layer, all its directions: where the numbers go and how the fused op is called."""
 
-    def __init__(self, ctx, record, layer, directions, packed, batch_sizes, has_bias, training, jacobians):
+    def __init__(self, ctx, record, layer, directions, packed, batch_sizes, has_bias, training, jacobians,
+                 stepped=False):
+        self.stepped = stepped  # the layer's forward as gradscope's loop (``stepped``), else fused
         self.ctx = ctx
         self.record = record
         self.layer = layer
@@ -44,6 +46,63 @@ def run_layer(job, layer_in, h0, c0, weights):
     return _FusedForwardLSTM.apply(job, names, layer_in, h0, c0, *flat)
 
 
+def _stepped_forward(record, reverse, x, h0, c0, w):
+    """One direction's forward as gradscope's own loop over t, for layers whose per-step product
+    is large enough to hide Python's per-op cost (``stepped``): it keeps the activated gates
+    (N, 4H) in i|f|g|o order and the cell states (N, H), which the backward then need not
+    recompute. Returns ``(output rows, gates, cell states)``."""
+    size = c0.shape[1]
+    bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
+    gates = cpu_matmul.linear(x, w["w_ih"], bias)
+    c_all = torch.empty(x.shape[0], size, dtype=x.dtype, device=x.device)
+    out = torch.empty(x.shape[0], h0.shape[1], dtype=x.dtype, device=x.device)
+    previous_h = previous_c = None
+    for t, rows, active in processing_order(record, reverse):
+        prev_h, prev_c = _start(previous_h, h0, active), _start(previous_c, c0, active)
+        g = gates[rows]
+        g += cpu_matmul.linear(prev_h, w["w_hh"])
+        g[:, :2 * size].sigmoid_()
+        g[:, 2 * size:3 * size].tanh_()
+        g[:, 3 * size:].sigmoid_()
+        i, f, cand, o = g.split(size, 1)
+        c = torch.addcmul(f * prev_c, i, cand, out=c_all[rows])
+        if w["w_hr"] is None:
+            torch.mul(o, torch.tanh(c), out=out[rows])
+        else:
+            out[rows] = cpu_matmul.linear(o * torch.tanh(c), w["w_hr"])
+        previous_h, previous_c = out[rows], c
+    return out, gates, c_all
+
+
+def stepped(layer_in, weights):
+    """True where the stepped forward is the cheaper one: a (batch, 4H) x (4H, H) product per
+    step of at least ``cpu_matmul.ONEDNN_MIN_WORK`` multiply-adds (measured at 32x256x200:
+    50 ms stepped against 68 ms fused plus recomputed gates, one thread; at 16x64x1000 the fused
+    forward wins, 22 ms against 37 ms)."""
+    batch = layer_in.shape[1] if layer_in.dim() == 3 else None
+    w_hh = weights[0]["w_hh"]
+    if batch is None or layer_in.dtype != torch.float32:
+        return False
+    return batch * w_hh.shape[0] * w_hh.shape[1] >= cpu_matmul.ONEDNN_MIN_WORK
+
+
+def _stepped_layer(job, layer_in, h0, c0, weights):
+    """The layer's output, h_n, c_n as the fused op would return them, and each direction's
+    (gates, cell states)."""
+    x = layer_in.reshape(-1, layer_in.shape[-1])
+    outs, hys, cys, kept = [], [], [], []
+    for d in range(len(job.directions)):
+        reverse = d == 1
+        out, gates, c_all = _stepped_forward(job.record, reverse, x, h0[d], c0[d], weights[d])
+        rows = job.record.final_rows("reverse" if reverse else "forward")
+        outs.append(out)
+        hys.append(out[rows])
+        cys.append(c_all[rows])
+        kept.append((gates, c_all))
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    return out.view(layer_in.shape[0], layer_in.shape[1], -1), torch.stack(hys), torch.stack(cys), kept
+
+
 def _fused(job, layer_in, h0, c0, flat):
     args = (flat, job.has_bias, 1, 0.0, job.training, len(job.directions) == 2)
     if job.packed:
@@ -54,7 +113,11 @@ def _fused(job, layer_in, h0, c0, flat):
 class _FusedForwardLSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, job, names, layer_in, h0, c0, *flat):
-        out, hy, cy = _fused(job, layer_in, h0, c0, list(flat))
+        ctx.kept = None  # per direction (gates, cell states) from a stepped forward, for backward
+        if job.stepped:
+            out, hy, cy, ctx.kept = _stepped_layer(job, layer_in, h0, c0, _by_direction(names, flat))
+        else:
+            out, hy, cy = _fused(job, layer_in, h0, c0, list(flat))
         ctx.job, ctx.layer_job, ctx.names, ctx.record = job, job, names, job.record
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(layer_in, h0, c0, out, *flat)
@@ -84,10 +147,10 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
     g_rows = g_out.reshape(-1, g_out.shape[-1]) if g_out is not None else None
     n_dir = h0.shape[0]
     size = h0.shape[-1]
-    weights, at = [], 0
-    for keys in ctx.names:
-        weights.append(dict.fromkeys(WEIGHT_NAMES) | dict(zip(keys, flat[at:at + len(keys)])))
-        at += len(keys)
+    weights = _by_direction(ctx.names, flat)
+    # a stepped forward's gates and cell states, taken over (the factors are made over them in
+    # place): a second backward through the same graph (retain_graph) recomputes them
+    kept, ctx.kept = ctx.kept, None
     need = ctx.needs_input_grad
     dx, dh0, dc0, dflat = None, [], [], []
     for d in range(n_dir):
@@ -97,7 +160,11 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
         h_d = rows_out[:, d * size:(d + 1) * size]
         g_d = g_rows[:, d * size:(d + 1) * size] if g_rows is not None else None
         prev_h = previous_states(record, reverse, h0[d], h_d)
-        gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
+        if kept is not None:
+            gates, c_all = kept[d]
+            kept[d] = None
+        else:
+            gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
         prev_c = previous_states(record, reverse, c0[d], c_all)
         if job is not None and job.ctx.gate_stats:  # before the factors take the gates over
             gate_statistics(record, "LSTM", job.layer, direction, gates.view(gates.shape[0], 4, -1))
@@ -132,6 +199,15 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
         return None
     return ((dx.view(layer_in.shape) if dx is not None else None),
             torch.stack(dh0) if need[3] else None, torch.stack(dc0) if need[4] else None, *dflat)
+
+
+def _by_direction(names, flat):
+    """The flat weight list as one dict per direction (missing weights None)."""
+    weights, at = [], 0
+    for keys in names:
+        weights.append(dict.fromkeys(WEIGHT_NAMES) | dict(zip(keys, flat[at:at + len(keys)])))
+        at += len(keys)
+    return weights
 
 
 def _flat_need(need, names, d):
