@@ -144,7 +144,8 @@ def test_large_lstm_layers_step_their_forward_and_small_ones_keep_the_fused_op()
         return [{"w_hh": torch.zeros(4 * hidden, hidden)}]
 
     assert stepped(torch.zeros(200, 32, 256), weights(256))  # 32 x 1024 x 256 per step
-    assert not stepped(torch.zeros(1000, 16, 64), weights(64))  # 16 x 256 x 64 per step
+    assert not stepped(torch.zeros(100, 64, 128), weights(128))  # 64 x 512 x 128
+    assert not stepped(torch.zeros(1000, 16, 64), weights(64))  # 16 x 256 x 64
     assert not stepped(torch.zeros(200, 32, 256, dtype=torch.float64), weights(256))
 
 

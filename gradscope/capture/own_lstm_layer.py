@@ -19,6 +19,7 @@ from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+STEPPED_MIN_WORK = 6_000_000  # multiply-adds of one step's recurrent product (see ``stepped``)
 
 
 class LayerJob:
@@ -76,14 +77,15 @@ def _stepped_forward(record, reverse, x, h0, c0, w):
 
 def stepped(layer_in, weights):
     """True where the stepped forward is the cheaper one: a (batch, 4H) x (4H, H) product per
-    step of at least ``cpu_matmul.ONEDNN_MIN_WORK`` multiply-adds (measured at 32x256x200:
-    50 ms stepped against 68 ms fused plus recomputed gates, one thread; at 16x64x1000 the fused
-    forward wins, 22 ms against 37 ms)."""
+    step of at least ``STEPPED_MIN_WORK`` multiply-adds. Measured (gradscope bench, 2 threads):
+    at 32x256x200 (8.4M per step) a recorded step costs 1.44x stepped against 1.56x-1.65x fused
+    plus recomputed gates; at 64x128x100 (4.2M) 1.72x against 1.64x; at 16x64x1000 the fused
+    forward wins clearly (its forward 22 ms against 37 ms stepped, one thread)."""
     batch = layer_in.shape[1] if layer_in.dim() == 3 else None
     w_hh = weights[0]["w_hh"]
     if batch is None or layer_in.dtype != torch.float32:
         return False
-    return batch * w_hh.shape[0] * w_hh.shape[1] >= cpu_matmul.ONEDNN_MIN_WORK
+    return batch * w_hh.shape[0] * w_hh.shape[1] >= STEPPED_MIN_WORK
 
 
 def _stepped_layer(job, layer_in, h0, c0, weights):
