@@ -120,7 +120,8 @@ def profile(batch, hidden, steps, repeat=5):
     wrapped = {
         own_bptt: [("_forward", "forward loop"), ("_factors", "factors"), ("_gate_statistics", "gate statistics"),
                    ("_bptt", "reverse loop"), ("_gradients", "weight gradients")],
-        own_lstm_layer: [("_fused", "fused forward"), ("_recompute", "gates recomputed + c scan"),
+        own_lstm_layer: [("_fused", "fused forward"), ("_stepped_forward", "stepped forward"),
+                         ("_recompute", "gates recomputed + c scan"),
                          ("gate_statistics", "gate statistics"), ("Factors", "factors"), ("bptt", "reverse loop"),
                          ("gradients", "weight gradients")],
     }
