@@ -44,7 +44,7 @@ def test_the_cpu_form_is_the_one_that_runs(kind):
             continue
         names.add(node.name())
         stack.extend(next_node for next_node, _ in node.next_functions)
-    own = "_FusedForwardLSTMBackward" if kind == "LSTM" else "_OwnBPTTBackward"
+    own = "_OwnLSTMLayerBackward" if kind == "LSTM" else "_OwnBPTTBackward"
     assert own in names and "_TapBackward" not in names
 
 

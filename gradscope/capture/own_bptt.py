@@ -62,7 +62,7 @@ def processing_order(record, reverse):
     return [(t, slice(offsets[t], offsets[t] + bs[t]), bs[t]) for t in order]
 
 
-def _start(previous, h0, active):
+def start_states(previous, h0, active):
     """The state a step's ``active`` rows start from."""
     if previous is None:
         return h0[:active]
@@ -85,7 +85,7 @@ def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
     gates = xw  # GRU: the input's part of each gate, overwritten by the gate itself
     previous = None
     for t, rows, active in processing_order(record, reverse):
-        prev = _start(previous, h0, active)
+        prev = start_states(previous, h0, active)
         h = out[rows]
         if gru:
             gh = cpu_matmul.linear(prev, w_hh, b_hh)
@@ -114,7 +114,7 @@ def _forward_differentiable(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh
     outs = [None] * record.T
     previous = None
     for t, rows, active in processing_order(record, reverse):
-        prev = _start(previous, h0, active)
+        prev = start_states(previous, h0, active)
         gh = F.linear(prev, w_hh, b_hh)
         if kind == "GRU":
             gx = xw[rows]

@@ -1,12 +1,14 @@
-"""One nn.LSTM layer on the CPU: PyTorch's own fused forward (oneDNN where it applies), then
-gradscope's own backward (own_lstm.py's BPTT) in place of the fused backward.
+"""One nn.LSTM layer on the CPU as one autograd Function: a forward, then gradscope's own
+backward (own_lstm.py's BPTT) in place of PyTorch's.
 
-The fused forward is one call for all steps: far cheaper than a loop of per-step ops when the
+The forward is PyTorch's own fused op (oneDNN where it applies) for layers whose per-step
+product is small: one call for all steps is far cheaper than a loop of per-step ops when the
 sequence is long and the layer small (a 64-unit layer over 1,000 steps: ~5 ms fused against
-~30 ms stepped). Its outputs are the unwatched ones, bitwise. The backward recomputes the gates
-of every step at once (one product over all rows, the input's part with it), rebuilds c_t by a
-one-op-per-step scan, and runs the BPTT, which yields the per-step totals and the gradients.
-Those gradients equal the fused backward's within float rounding.
+~30 ms stepped), and its outputs are the unwatched ones, bitwise; the backward then recomputes
+the gates of every step at once (one product over all rows) and rebuilds c_t by a
+one-op-per-step scan. Larger layers step their forward in gradscope's loop, which keeps the
+gates and c_t for the backward (``stepped``). Either way the BPTT yields the per-step totals and
+the gradients, equal to PyTorch's within float rounding.
 """
 
 import torch
@@ -14,7 +16,7 @@ from torch import _VF
 
 from gradscope.capture import cpu_matmul
 from gradscope.capture.fast_adjoint import cell_scan, previous_states
-from gradscope.capture.own_bptt import _start, processing_order, spoil_and_warn
+from gradscope.capture.own_bptt import start_states, processing_order, spoil_and_warn
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 
@@ -44,7 +46,7 @@ def run_layer(job, layer_in, h0, c0, weights):
     per direction (cells.module_weights)."""
     names = [[k for k in WEIGHT_NAMES if w[k] is not None] for w in weights]
     flat = [w[k] for w, keys in zip(weights, names) for k in keys]
-    return _FusedForwardLSTM.apply(job, names, layer_in, h0, c0, *flat)
+    return _OwnLSTMLayer.apply(job, names, layer_in, h0, c0, *flat)
 
 
 def _stepped_forward(record, reverse, x, h0, c0, w):
@@ -59,7 +61,7 @@ def _stepped_forward(record, reverse, x, h0, c0, w):
     out = torch.empty(x.shape[0], h0.shape[1], dtype=x.dtype, device=x.device)
     previous_h = previous_c = None
     for t, rows, active in processing_order(record, reverse):
-        prev_h, prev_c = _start(previous_h, h0, active), _start(previous_c, c0, active)
+        prev_h, prev_c = start_states(previous_h, h0, active), start_states(previous_c, c0, active)
         g = gates[rows]
         g += cpu_matmul.linear(prev_h, w["w_hh"])
         g[:, :2 * size].sigmoid_()
@@ -112,7 +114,7 @@ def _fused(job, layer_in, h0, c0, flat):
     return _VF.lstm(layer_in, (h0, c0), *args, False)
 
 
-class _FusedForwardLSTM(torch.autograd.Function):
+class _OwnLSTMLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, job, names, layer_in, h0, c0, *flat):
         ctx.kept = None  # per direction (gates, cell states) from a stepped forward, for backward
