@@ -198,3 +198,26 @@ def test_oned_nn_products_equal_torch_and_fall_back(monkeypatch):
     assert torch.equal(cpu_matmul.linear(x64, w.double()), F.linear(x64, w.double()))  # not oneDNN's
     monkeypatch.setattr(cpu_matmul, "_onednn_linear", lambda: None)
     assert torch.equal(cpu_matmul.linear(x, w, b), F.linear(x, w, b))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failure_while_recording_leaves_training_intact_and_records_nothing_half(kind, monkeypatch):
+    """Gate statistics that raise inside the backward: the gradients are still the module's,
+    a warning says the layer's numbers are not recorded, and none of its series (h, nor c for
+    an LSTM) appears with only some of its parts."""
+    from gradscope.capture import own_bptt as ob, own_lstm_layer as ol
+    from gradscope.errors import GradscopeWarning
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("statistics broke")
+
+    monkeypatch.setattr(ob, "gate_statistics", broken)
+    monkeypatch.setattr(ol, "gate_statistics", broken)
+    module, twin = make(kind), make(kind)
+    x = torch.randn(5, 2, 3)
+    plain = grads_of(twin, x)
+    with pytest.warns(GradscopeWarning, match="statistics broke"), gradscope.watch(module) as scope:
+        watched = grads_of(module, x)
+    for name, want in plain.items():
+        torch.testing.assert_close(watched[name], want, rtol=1e-5, atol=1e-6, msg=name)
+    assert len(scope.timesteps()) == 0

@@ -270,9 +270,10 @@ def spoil_and_warn(job, err):
     """No number rather than a wrong one: spoil the direction's series and say so once."""
     if job is None:
         return None
-    series = job.record.series.get((job.layer, job.direction, "h"))
-    if series is not None:
-        series.spoiled = True
+    for state in job.record.states:  # h, and c for an LSTM
+        series = job.record.series.get((job.layer, job.direction, state))
+        if series is not None:
+            series.spoiled = True
     job.ctx.warn(("fast", type(err).__name__), (
         f"gradscope: the fast route's backward pass failed to record {job.record.module or '<root>'} layer "
         f"{job.layer} ({type(err).__name__}: {err}); its numbers of this step are not recorded."))

@@ -16,7 +16,7 @@ from torch import _VF
 
 from gradscope.capture import cpu_matmul
 from gradscope.capture.fast_adjoint import cell_scan, previous_states
-from gradscope.capture.own_bptt import start_states, processing_order, spoil_and_warn
+from gradscope.capture.own_bptt import OwnLayerJob, processing_order, spoil_and_warn, start_states
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 
@@ -169,20 +169,18 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
             kept[d] = None
         else:
             gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
-        prev_c = previous_states(record, reverse, c0[d], c_all)
-        if job is not None and job.ctx.gate_stats:  # before the factors take the gates over
-            gate_statistics(record, "LSTM", job.layer, direction, gates.view(gates.shape[0], 4, -1))
-        factors = Factors(gates, c_all, prev_c)
-        del prev_c  # K holds what the loop needs of it
-        step_job = _DirectionJob(job, direction) if job is not None else None
+        step_job = OwnLayerJob(job.ctx, record, "LSTM", job.layer, direction, job.jacobians) if job else None
         try:
             known_h, known_c = arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
             if step_job is not None:
+                if job.ctx.gate_stats:  # before the factors take the gates over
+                    gate_statistics(record, "LSTM", job.layer, direction, gates.view(gates.shape[0], 4, -1))
                 jacobian_inputs(step_job, record, x, w, prev_h, lambda: previous_states(record, reverse, c0[d], c_all))
         except Exception as err:  # never break the user's backward pass
             step_job = spoil_and_warn(step_job, err)
             job = None
             known_h, known_c = arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
+        factors = Factors(gates, c_all, previous_states(record, reverse, c0[d], c_all))
         parts = bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape)
         if step_job is not None:
             record_parts(step_job, record, parts)
@@ -229,17 +227,6 @@ class _Need:
 
     def __getitem__(self, index):
         return self._values[index]
-
-
-class _DirectionJob:
-    """own_lstm's view of one direction of a layer job."""
-
-    def __init__(self, job, direction):
-        self.ctx = job.ctx
-        self.record = job.record
-        self.layer = job.layer
-        self.direction = direction
-        self.jacobians = job.jacobians
 
 
 def _at(grad, d):
