@@ -12,7 +12,8 @@ import gradscope
 from gradscope.capture import own_bptt, own_lstm_layer
 from tests.reference import compare_tables
 from tests.settings import setting_id, settings
-from tests.test_capture_modules import Inputs, build
+from tests.test_watched_equals_unwatched import ROUNDING, largest_relative_gap
+from tests.test_capture_modules import Inputs, build, outputs_and_grads
 
 CASES = list(settings())
 KEYS = ["module", "call", "layer", "direction", "state", "t"]
@@ -70,6 +71,12 @@ def test_fast_matches_autograd_reference(kind, extra):
     compare_tables(scope.timesteps(), inputs.reference(1234), rtol=1e-9 if dtype == torch.float64 else 1e-4)
 
 
+def assert_within_rounding(watched, plain, dtype):
+    """Each tensor within ROUNDING[dtype] of the largest entry of the unwatched one."""
+    for got, want in zip(watched, plain):
+        assert largest_relative_gap(got, want) <= ROUNDING[dtype]
+
+
 @pytest.fixture
 def tapped_route(monkeypatch):
     """The fast route as it runs where gradscope's own BPTT does not apply (a GPU, autocast):
@@ -98,37 +105,13 @@ def test_stepped_lstm_equals_exact_and_unwatched(kind, extra, stepped_lstm):
     fast, dtype = _watched(kind, extra, "fast")
     exact, _ = _watched(kind, extra, "exact")
     assert_same_tables(fast, exact, dtype)
-    watched, plain, dtype = _outputs_and_grads(kind, extra, "fast")
-    bound = 1e-5 if dtype == torch.float32 else 1e-12
-    for got, want in zip(watched, plain):
-        scale = want.abs().max().clamp_min(torch.finfo(dtype).tiny)
-        assert ((got - want).abs().max() / scale).item() <= bound
-
-
-def _outputs_and_grads(kind, extra, mode):
-    """Outputs, final states and parameter gradients of one step, unwatched and watched."""
-    torch.manual_seed(0)
-    module, dtype = build(kind, extra)
-    inputs = Inputs(module, kind, extra, dtype, torch.Generator().manual_seed(1))
-
-    def run():
-        module.zero_grad()
-        torch.manual_seed(7)
-        result = inputs.call(module)
-        inputs.loss(result).backward()
-        out = result[0].data if extra.get("packed") else result[0]
-        hidden = result[1] if kind == "LSTM" else (result[1],)
-        return [out.detach()] + [h.detach() for h in hidden] + [p.grad.clone() for p in module.parameters()]
-
-    plain = run()
-    with gradscope.watch(module, mode=mode):
-        watched = run()
-    return watched, plain, dtype
+    watched, plain, dtype = outputs_and_grads(kind, extra, "fast")
+    assert_within_rounding(watched, plain, dtype)
 
 
 @pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])
 def test_tapped_route_outputs_and_parameter_grads_bitwise(kind, extra, tapped_route):
-    watched, plain, _ = _outputs_and_grads(kind, extra, "fast")
+    watched, plain, _ = outputs_and_grads(kind, extra, "fast")
     for got, want in zip(watched, plain):
         assert got.shape == want.shape and torch.equal(got, want)
 
@@ -137,12 +120,9 @@ def test_tapped_route_outputs_and_parameter_grads_bitwise(kind, extra, tapped_ro
 def test_own_bptt_outputs_and_parameter_grads_within_rounding(kind, extra):
     """On the CPU the fast route runs gradscope's own BPTT: the same values within float
     rounding of the largest entry (1e-5 float32, 1e-12 float64), other tensors than the grads'."""
-    watched, plain, dtype = _outputs_and_grads(kind, extra, "fast")
-    bound = 1e-5 if dtype == torch.float32 else 1e-12
-    for got, want in zip(watched, plain):
-        assert got.shape == want.shape and got.dtype == want.dtype
-        scale = want.abs().max().clamp_min(torch.finfo(dtype).tiny)
-        assert ((got - want).abs().max() / scale).item() <= bound
+    watched, plain, dtype = outputs_and_grads(kind, extra, "fast")
+    assert all(got.shape == want.shape and got.dtype == want.dtype for got, want in zip(watched, plain))
+    assert_within_rounding(watched, plain, dtype)
 
 
 # ---- beyond one call: chains, several calls, Jacobians, partial backward passes ----------------

@@ -150,8 +150,9 @@ def test_norms_match_autograd_reference(kind, extra):
     assert (table["call"] == 0).all() and (table["step"] == 0).all() and (table["nonfinite"] == 0).all()
 
 
-@pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])
-def test_outputs_and_parameter_grads_unchanged(kind, extra):
+def outputs_and_grads(kind, extra, mode):
+    """Outputs, final states and parameter gradients of one step of a grid module, unwatched and
+    watched with ``mode``: ``(watched, plain, dtype)``, each a list of tensors."""
     torch.manual_seed(0)
     module, dtype = build(kind, extra)
     inputs = Inputs(module, kind, extra, dtype, torch.Generator().manual_seed(1))
@@ -162,12 +163,18 @@ def test_outputs_and_parameter_grads_unchanged(kind, extra):
         result = inputs.call(module)
         inputs.loss(result).backward()
         out = result[0].data if extra.get("packed") else result[0]
-        return out.detach(), [p.grad.clone() for p in module.parameters()]
+        hidden = result[1] if kind == "LSTM" else (result[1],)
+        return [out.detach()] + [h.detach() for h in hidden] + [p.grad.clone() for p in module.parameters()]
 
-    plain_out, plain_grads = run()
-    with gradscope.watch(module, mode="exact"):
-        watched_out, watched_grads = run()
+    plain = run()
+    with gradscope.watch(module, mode=mode):
+        watched = run()
+    return watched, plain, dtype
+
+
+@pytest.mark.parametrize("kind,extra", CASES, ids=[setting_id(k, e) for k, e in CASES])
+def test_outputs_and_parameter_grads_unchanged(kind, extra):
+    watched, plain, dtype = outputs_and_grads(kind, extra, "exact")
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(watched_out, plain_out, **tol)
-    for got, want in zip(watched_grads, plain_grads):
+    for got, want in zip(watched, plain):
         torch.testing.assert_close(got, want, **tol)
