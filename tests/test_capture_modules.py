@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import gradscope
 from tests.reference import aggregate, compare_tables, reference_module
+from tests.reliability.modules import tame_relu
 from tests.settings import setting_id, settings
 
 INPUT, HIDDEN, STEPS, BATCH = 3, 4, 6, 3
@@ -28,12 +29,7 @@ def build(kind, extra):
         kwargs["proj_size"] = extra["proj_size"]
     module = cls(INPUT, HIDDEN, **kwargs).to(dtype)
     if kind == "RNN_RELU":  # keep relu units alive and bounded
-        with torch.no_grad():
-            for name, p in module.named_parameters():
-                if name.startswith("weight_hh"):
-                    p.mul_(0.5)
-                if name.startswith("bias"):
-                    p.abs_().add_(0.1)
+        tame_relu(module)
     module.train(extra.get("train", True))
     return module, dtype
 
