@@ -1,6 +1,7 @@
 """Gate statistics of one layer and direction, the same on every route: per gate, the count of
 activations, their sum, and the shares near the lower and the upper bound (saturation)."""
 
+import numpy as np
 import torch
 
 from gradscope.cells import GATE_ACTIVATION, GATES
@@ -33,9 +34,31 @@ def gate_statistics(record, kind, layer, direction, gates):
         activation = activations[gate]
         total = values.sum(0).sum(dtype=torch.float64)
         if activation == "relu":  # "low" is a dead unit; there is no upper bound
-            low, high = torch.count_nonzero(values == 0), nan
+            low, high = _count(values, "eq", 0.0), nan
         else:
-            low = torch.count_nonzero(values < (SATURATION_MARGIN if activation == "sigmoid" else -1 + SATURATION_MARGIN))
-            high = torch.count_nonzero(values > 1 - SATURATION_MARGIN)
-        stats = torch.stack([count, total, low.to(torch.float64), high.to(torch.float64)])
+            low = _count(values, "lt", SATURATION_MARGIN if activation == "sigmoid" else -1 + SATURATION_MARGIN)
+            high = _count(values, "gt", 1 - SATURATION_MARGIN)
+        stats = torch.stack([count, total, _as_float64(low, count), _as_float64(high, count)])
         record.gate_stats.append((layer, direction, gate, activation, stats))
+
+
+_NUMPY_COMPARE = {"lt": np.less, "gt": np.greater, "eq": np.equal}
+_TORCH_COMPARE = {"lt": torch.lt, "gt": torch.gt, "eq": torch.eq}
+
+
+def _count(values, compare, threshold):
+    """How many entries of ``values`` compare true against ``threshold`` (in the values' dtype).
+
+    On the CPU, float32/float64 go through numpy: its compare-and-count measured 4-7x faster than
+    torch's (whose comparison kernels write bools at ~4 ns an entry here), a Python int. Else a
+    tensor on the values' device (no host sync)."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        array = values.numpy()
+        return int(np.count_nonzero(_NUMPY_COMPARE[compare](array, array.dtype.type(threshold))))
+    return torch.count_nonzero(_TORCH_COMPARE[compare](values, threshold))
+
+
+def _as_float64(value, like):
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64)
+    return like.new_tensor(float(value))
