@@ -21,7 +21,7 @@ from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.module_call import ModuleCall
-from gradscope.cells import gru_step_node, lstm_step_node, module_weights, rnn_step
+from gradscope.cells import GATES, gru_step_node, lstm_step_node, module_weights, rnn_step
 
 
 def exact_module_forward(ctx, name, module, input, hx=None):
@@ -62,10 +62,10 @@ def _exact_layer(ctx, record, call, layer, layer_in, finals):
         record.weights[(layer, direction)] = {k: (v.detach() if v is not None else None) for k, v in weights.items()}
         xw = F.linear(layer_in, weights["w_ih"], weights["b_ih"])
         index = layer * len(call.directions) + d
-        step_outs, h_fin, c_fin = run_direction(
+        rows, h_fin, c_fin = run_direction(
             ctx, record, call.kind, layer, direction, xw, call.layout.bs, call.h0[index],
             call.c0[index] if call.is_lstm else None, weights)
-        outs.append(torch.cat(step_outs))
+        outs.append(rows)
         finals["h"].append(h_fin)
         if call.is_lstm:
             finals["c"].append(c_fin)
@@ -94,13 +94,17 @@ def _direct_from_output(record, layer, directions, size, grad):
 
 
 def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
-    """One layer, one direction over all time steps. Returns (outputs per step in time order,
+    """One layer, one direction over all time steps. Returns (output rows in time order (N, S),
     final h (B, S), final c or None), both finals in sorted batch order."""
     is_lstm = kind == "LSTM"
     reverse = direction == "reverse"
     steps = len(bs)
     pieces_h, pieces_c, pieces_c_out = _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0)
-    gates_seen = [] if ctx.gate_stats else None
+    # GRU/LSTM activations go straight into one buffer the gate statistics read once (an RNN's
+    # one "gate" is its output)
+    gated = ctx.gate_stats and kind in ("GRU", "LSTM")
+    acts = xw.new_empty(xw.shape, requires_grad=False) if gated else None
+    acts_steps = acts.split(bs) if gated else [None] * steps
     prev_states = [None] * steps if ctx.jacobians else None
     outs = [None] * steps
     xw_steps = xw.split(bs)
@@ -115,10 +119,8 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
             c = _with_starting(c, c0, bs[t]) if is_lstm else None
         if prev_states is not None:
             prev_states[t] = (torch.cat([h, c], dim=1) if is_lstm else h).detach()
-        new_h, new_c, gates = _cell_step(kind, xw_t=xw_steps[t], h=h, c=c, weights=weights,
-                                         c_probe=pieces_c_out[t] if is_lstm else None)
-        if gates_seen is not None:
-            gates_seen.append(gates)  # graph tensors already; read once under no_grad below
+        new_h, new_c = _cell_step(kind, xw_t=xw_steps[t], h=h, c=c, weights=weights,
+                                  c_probe=pieces_c_out[t] if is_lstm else None, acts=acts_steps[t])
         outs[t] = new_h
         h, final = _pass_on(new_h, t, bs, reverse, pieces_h)
         if final is not None:
@@ -127,14 +129,16 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
             c, final = _pass_on(new_c, t, bs, reverse, pieces_c)
             if final is not None:
                 finals_c.append(final)
-    if gates_seen is not None:
+    rows = torch.cat(outs)  # a new tensor even for one step: its hook must see only the output's use
+    if ctx.gate_stats:
         with torch.no_grad():
-            gate_statistics(record, kind, layer, direction, torch.cat([torch.stack(g, dim=1) for g in gates_seen]))
+            gates = rows if acts is None else acts
+            gate_statistics(record, kind, layer, direction, gates.view(rows.shape[0], len(GATES[kind]), -1))
     if prev_states is not None:
         record.jacobian_inputs[(layer, direction)] = {
             "xw": xw.detach(), "prev_state": torch.cat(prev_states), "weights": record.weights[(layer, direction)],
         }
-    return outs, _joined(finals_h), _joined(finals_c) if is_lstm else None
+    return rows, _joined(finals_h), _joined(finals_c) if is_lstm else None
 
 
 def _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0):
@@ -171,16 +175,14 @@ def _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0):
     return pieces_h, pieces_c, pieces_c_out
 
 
-def _cell_step(kind, xw_t, h, c, weights, c_probe):
-    """One time step of the cell: (new h, new c or None, gate activations)."""
+def _cell_step(kind, xw_t, h, c, weights, c_probe, acts):
+    """One time step of the cell: (new h, new c or None); GRU/LSTM activations into ``acts``."""
     w_hh, b_hh = weights["w_hh"], weights["b_hh"]
     if kind == "LSTM":
-        return lstm_step_node(xw_t, h, c, w_hh, b_hh, weights["w_hr"], c_probe=c_probe)
+        return lstm_step_node(xw_t, h, c, w_hh, b_hh, weights["w_hr"], c_probe=c_probe, acts=acts)[:2]
     if kind == "GRU":
-        new_h, gates = gru_step_node(xw_t, h, w_hh, b_hh)
-    else:
-        new_h, gates = rnn_step(xw_t, h, w_hh, b_hh, relu=kind == "RNN_RELU")
-    return new_h, None, gates
+        return gru_step_node(xw_t, h, w_hh, b_hh, acts=acts)[0], None
+    return rnn_step(xw_t, h, w_hh, b_hh, relu=kind == "RNN_RELU")[0], None
 
 
 def _with_starting(state, initial, active):
