@@ -38,12 +38,15 @@ ONEDNN_MIN_WORK = 1 << 20
 
 def linear(x, w, b=None):
     """``x @ w.T + b`` for 2-D ``x`` (N, I), ``w`` (O, I), ``b`` (O,) or None."""
-    if (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
-            and x.shape[0] * w.shape[0] * w.shape[1] >= ONEDNN_MIN_WORK and torch.backends.mkldnn.enabled):
-        op = _onednn_linear()
-        if op is not None:
-            return op(x, w, b.contiguous() if b is not None else None, "none", [], "")
+    if _uses_onednn(x, w):
+        return _onednn_linear()(x, w, b.contiguous() if b is not None else None, "none", [], "")
     return F.linear(x, w, b)
+
+
+def _uses_onednn(x, w):
+    return (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
+            and x.shape[0] * w.shape[0] * w.shape[1] >= ONEDNN_MIN_WORK and torch.backends.mkldnn.enabled
+            and _onednn_linear() is not None)
 
 
 def add_linear_(out, x, w):
@@ -54,9 +57,13 @@ def add_linear_(out, x, w):
     return out
 
 
-def matmul(a, b):
-    """``a @ b`` for 2-D tensors."""
-    return linear(a, b.t())
+def matmul(a, b, out=None):
+    """``a @ b`` for 2-D tensors; into ``out`` when given (returned)."""
+    if out is None:
+        return linear(a, b.t())
+    if _uses_onednn(a, b.t()):
+        return out.copy_(linear(a, b.t()))
+    return torch.mm(a, b, out=out)
 
 
 # rows per piece of a weight gradient: oneDNN copies each transposed piece first; pieces of this

@@ -194,16 +194,19 @@ def cell_scan(record, reverse, c0, f, ig):
     c_steps, f_steps, ig_steps = c.split(bs), f.split(bs), ig.split(bs)
     order = range(len(bs) - 1, -1, -1) if reverse else range(len(bs))
     previous = None
-    for t in order:
-        active = bs[t]
-        if previous is None:
-            prev = c0[:active]
-        elif previous.shape[0] >= active:
-            prev = previous[:active]
-        else:  # reverse, packed: longer sequences start here from c0
-            prev = torch.cat([previous, c0[previous.shape[0]:active]])
-        torch.addcmul(ig_steps[t], f_steps[t], prev, out=c_steps[t])
-        previous = c_steps[t]
+    with torch.inference_mode():  # one op per step into ``c``: no autograd dispatch
+        for t in order:
+            active = bs[t]
+            if previous is None:
+                prev = c0[:active]
+            elif previous.shape[0] == active:
+                prev = previous
+            elif previous.shape[0] > active:
+                prev = previous[:active]
+            else:  # reverse, packed: longer sequences start here from c0
+                prev = torch.cat([previous, c0[previous.shape[0]:active]])
+            torch.addcmul(ig_steps[t], f_steps[t], prev, out=c_steps[t])
+            previous = c_steps[t]
     return c
 
 

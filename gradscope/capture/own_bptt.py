@@ -83,6 +83,16 @@ def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
     out = torch.empty(x.shape[0], size, dtype=x.dtype, device=x.device)
     hn_all = torch.empty_like(out) if gru else None
     gates = xw  # GRU: the input's part of each gate, overwritten by the gate itself
+    with torch.inference_mode():  # per-step ops into the buffers above: no autograd dispatch
+        _forward_loop(kind, record, reverse, h0, w_hh, b_hh, xw, out, hn_all)
+    return out, (gates if gru else None), hn_all
+
+
+def _forward_loop(kind, record, reverse, h0, w_hh, b_hh, xw, out, hn_all):
+    """The steps of ``_forward``, writing ``out``, ``hn_all`` and (GRU) the gates over ``xw``."""
+    size = h0.shape[1]
+    gru = kind == "GRU"
+    gates = xw
     previous = None
     for t, rows, active in processing_order(record, reverse):
         prev = start_states(previous, h0, active)
@@ -104,7 +114,6 @@ def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
             else:
                 torch.clamp(pre, min=0, out=h)  # relu
         previous = h
-    return out, (gates if gru else None), hn_all
 
 
 def _forward_differentiable(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
@@ -247,22 +256,29 @@ def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     # every per-row tensor split once into its steps' views: no slicing inside the loop
     known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
     z_s = z.split(bs) if gru else None
+    g_s = K.view(K.shape[0], -1).split(bs)
     order = [t for t, _, _ in processing_order(record, reverse)][::-1]
-    for index, t in enumerate(order):
-        active = bs[t]
-        total = known_s[t] + carried_s[t]
-        g = k_s[t]
-        torch.mul(g, total.unsqueeze(1) if gru else total, out=g)
-        back = cpu_matmul.matmul(g.view(active, -1), w_hh)
-        if gru:
-            back.addcmul_(total, z_s[t])
-        # the rows whose step started from the previous processed step get it as carried
-        nt = order[index + 1] if index + 1 < len(order) else None
-        continuing = min(active, bs[nt]) if nt is not None else 0
-        if continuing:
-            carried_s[nt][:continuing] = back[:continuing]
-        if continuing < active:
-            dh0[continuing:active] = back[continuing:]
+    with torch.inference_mode():  # in place into the buffers above: no autograd dispatch
+        for index, t in enumerate(order):
+            active = bs[t]
+            total = known_s[t] + carried_s[t]
+            g = k_s[t]
+            torch.mul(g, total.unsqueeze(1) if gru else total, out=g)
+            # the rows whose step started from the previous processed step get it as carried
+            nt = order[index + 1] if index + 1 < len(order) else None
+            continuing = min(active, bs[nt]) if nt is not None else 0
+            if continuing == active == bs[nt]:  # every row goes on: straight into its rows
+                back = cpu_matmul.matmul(g_s[t], w_hh, out=carried_s[nt])
+                if gru:
+                    back.addcmul_(total, z_s[t])
+                continue
+            back = cpu_matmul.matmul(g_s[t], w_hh)
+            if gru:
+                back.addcmul_(total, z_s[t])
+            if continuing:
+                carried_s[nt][:continuing] = back[:continuing]
+            if continuing < active:
+                dh0[continuing:active] = back[continuing:]
     return G, carried, dh0
 
 

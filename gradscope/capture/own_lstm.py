@@ -64,45 +64,79 @@ def jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
 
 def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     """The loop over t in backward order. Returns a dict of all rows' carried h and c, the
-    direct part of c from h, the gate gradients, and the initial states' gradients."""
-    size = f.Kc.shape[1]
-    n_rows = f.Kc.shape[0]
-    carried_h = known_h.new_zeros(known_h.shape)
-    carried_c = known_h.new_zeros(n_rows, size)
-    direct_c = known_h.new_empty(n_rows, size)
-    G = f.K  # each step's factors become its gate gradients in place: no second (N, 4H) buffer
+    direct part of c from h, the gate gradients, the totals of h, and the initial states'
+    gradients.
+
+    A step is six ops: at small layers over long sequences (16 x 64 x 1000) the loop's cost is
+    per-op dispatch, not arithmetic, so every view a step needs is made before the loop (one
+    ``split`` per tensor), the state products go straight into the next step's rows (``out=``),
+    the loop runs in inference mode (no autograd dispatch), and the direct part of c (a * Kc)
+    is taken for all rows at once after it."""
+    rows = _StepRows(record, known_h, known_c, f, w_hr, reverse)
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
-    bs = record.batch_sizes
-    # every per-row tensor split once into its steps' views: no slicing inside the loop
-    known_s, carried_s, kc_s, direct_s = (v.split(bs) for v in (known_h, carried_h, f.Kc, direct_c))
-    carried_c_s, k_s, f_s = carried_c.split(bs), G.split(bs), f.F.split(bs)
-    known_c_s = known_c.split(bs) if known_c is not None else None
     order = [t for t, _, _ in processing_order(record, reverse)][::-1]
+    with torch.inference_mode():  # in place into the buffers made above
+        _reverse_loop(rows, order, record.batch_sizes, w_hh, w_hr, dh0, dc0)
+    direct_c = rows.a_all * f.Kc
+    return {"carried_h": rows.carried_h, "carried_c": rows.carried_c.squeeze(1), "direct_c": direct_c,
+            "G": f.K, "dh0": dh0, "dc0": dc0, "total_h": rows.total_h}
+
+
+class _StepRows:
+    """The loop's buffers over all rows and each one's per-step views (``x_s[t]``), the
+    c-sized ones as (rows, 1, H) so that they broadcast over the i, f, g gates. Each step's
+    factors ``f.K`` become its gate gradients in place (no second (N, 4H) buffer)."""
+
+    def __init__(self, record, known_h, known_c, f, w_hr, reverse):
+        bs = record.batch_sizes
+        n_rows, size = f.Kc.shape
+        self.carried_h = known_h.new_zeros(known_h.shape)
+        self.carried_c = known_h.new_zeros(n_rows, 1, size)
+        self.total_h = known_h.new_empty(known_h.shape)
+        # a = dL/d(o * tanh c): the total itself, or through the projection
+        self.a_all = self.total_h if w_hr is None else known_h.new_empty(n_rows, size)
+        total_c = known_h.new_empty(n_rows, 1, size)
+        self.known_s, self.carried_s, self.total_s = (v.split(bs) for v in (known_h, self.carried_h, self.total_h))
+        self.a_s = self.total_s if w_hr is None else self.a_all.split(bs)
+        self.a_u_s, self.kc_s, self.f_s = (v.unsqueeze(1).split(bs) for v in (self.a_all, f.Kc, f.F))
+        self.carried_c_s, self.total_c_s = self.carried_c.split(bs), total_c.split(bs)
+        G = f.K
+        self.ifg_s, self.o_s, self.flat_s = G[:, :3].split(bs), G[:, 3].split(bs), G.view(n_rows, -1).split(bs)
+        self.known_c_s = known_c.unsqueeze(1).split(bs) if known_c is not None else None
+        self.known_c_at = _steps_with_final_rows(bs, reverse) if known_c is not None else ()
+
+
+def _reverse_loop(r, order, bs, w_hh, w_hr, dh0, dc0):
     for index, t in enumerate(order):
         active = bs[t]
-        total = known_s[t] + carried_s[t]
-        a = total if w_hr is None else cpu_matmul.matmul(total, w_hr)
-        torch.mul(a, kc_s[t], out=direct_s[t])
-        total_c = direct_s[t] + carried_c_s[t]
-        if known_c_s is not None:
-            total_c += known_c_s[t]
-        g = k_s[t]
-        torch.mul(g[:, :3], total_c.unsqueeze(1), out=g[:, :3])
-        torch.mul(g[:, 3], a, out=g[:, 3])
-        back_h = cpu_matmul.matmul(g.view(active, -1), w_hh)
+        total = torch.add(r.known_s[t], r.carried_s[t], out=r.total_s[t])
+        if w_hr is not None:
+            cpu_matmul.matmul(total, w_hr, out=r.a_s[t])
+        c_t = torch.addcmul(r.carried_c_s[t], r.a_u_s[t], r.kc_s[t], out=r.total_c_s[t])
+        if t in r.known_c_at:
+            c_t += r.known_c_s[t]
+        r.ifg_s[t].mul_(c_t)
+        r.o_s[t].mul_(r.a_s[t])
         nt = order[index + 1] if index + 1 < len(order) else None
         continuing = min(active, bs[nt]) if nt is not None else 0
-        if continuing == active:  # every row goes on: straight into the next step's rows
-            torch.mul(total_c, f_s[t], out=carried_c_s[nt][:active])
-            carried_s[nt][:active] = back_h
+        if continuing == active == bs[nt]:  # every row goes on: straight into the next step's rows
+            cpu_matmul.matmul(r.flat_s[t], w_hh, out=r.carried_s[nt])
+            torch.mul(c_t, r.f_s[t], out=r.carried_c_s[nt])
             continue
-        back_c = total_c * f_s[t]
+        back_h = cpu_matmul.matmul(r.flat_s[t], w_hh)
+        back_c = (c_t * r.f_s[t]).squeeze(1)
         if continuing:
-            carried_s[nt][:continuing] = back_h[:continuing]
-            carried_c_s[nt][:continuing] = back_c[:continuing]
+            r.carried_s[nt][:continuing] = back_h[:continuing]
+            r.carried_c_s[nt][:continuing] = back_c[:continuing].unsqueeze(1)
         dh0[continuing:active] = back_h[continuing:]
         dc0[continuing:active] = back_c[continuing:]
-    return {"carried_h": carried_h, "carried_c": carried_c, "direct_c": direct_c, "G": G, "dh0": dh0, "dc0": dc0}
+
+
+def _steps_with_final_rows(bs, reverse):
+    """Time steps that hold some sequence's final row (the reverse direction ends at t = 0)."""
+    if reverse:
+        return {0}
+    return {t for t in range(len(bs)) if t + 1 == len(bs) or bs[t + 1] < bs[t]}
 
 
 def record_parts(job, record, parts):
@@ -124,6 +158,6 @@ def gradients(need, parts, f, known_h, inputs, prev_h):
     db = cpu_matmul.column_sums(G) if (need[6] or need[7]) else None
     dw_hr = None
     if w_hr is not None and need[8]:
-        dw_hr = cpu_matmul.weight_gradient(known_h + parts["carried_h"], f.tc_o)
+        dw_hr = cpu_matmul.weight_gradient(parts["total_h"], f.tc_o)
     return (dx, parts["dh0"] if need[2] else None, parts["dc0"] if need[3] else None, dw_ih, dw_hh,
             db if need[6] else None, (db.clone() if need[6] else db) if need[7] else None, dw_hr)

@@ -60,20 +60,21 @@ def _stepped_forward(record, reverse, x, h0, c0, w):
     c_all = torch.empty(x.shape[0], size, dtype=x.dtype, device=x.device)
     out = torch.empty(x.shape[0], h0.shape[1], dtype=x.dtype, device=x.device)
     previous_h = previous_c = None
-    for t, rows, active in processing_order(record, reverse):
-        prev_h, prev_c = start_states(previous_h, h0, active), start_states(previous_c, c0, active)
-        g = gates[rows]
-        g += cpu_matmul.linear(prev_h, w["w_hh"])
-        g[:, :2 * size].sigmoid_()
-        g[:, 2 * size:3 * size].tanh_()
-        g[:, 3 * size:].sigmoid_()
-        i, f, cand, o = g.split(size, 1)
-        c = torch.addcmul(f * prev_c, i, cand, out=c_all[rows])
-        if w["w_hr"] is None:
-            torch.mul(o, torch.tanh(c), out=out[rows])
-        else:
-            out[rows] = cpu_matmul.linear(o * torch.tanh(c), w["w_hr"])
-        previous_h, previous_c = out[rows], c
+    with torch.inference_mode():  # per-step ops into the buffers above: no autograd dispatch
+        for t, rows, active in processing_order(record, reverse):
+            prev_h, prev_c = start_states(previous_h, h0, active), start_states(previous_c, c0, active)
+            g = gates[rows]
+            g += cpu_matmul.linear(prev_h, w["w_hh"])
+            g[:, :2 * size].sigmoid_()
+            g[:, 2 * size:3 * size].tanh_()
+            g[:, 3 * size:].sigmoid_()
+            i, f, cand, o = g.split(size, 1)
+            c = torch.addcmul(f * prev_c, i, cand, out=c_all[rows])
+            if w["w_hr"] is None:
+                torch.mul(o, torch.tanh(c), out=out[rows])
+            else:
+                out[rows] = cpu_matmul.linear(o * torch.tanh(c), w["w_hr"])
+            previous_h, previous_c = out[rows], c
     return out, gates, c_all
 
 
