@@ -200,6 +200,21 @@ def test_oned_nn_products_equal_torch_and_fall_back(monkeypatch):
     assert torch.equal(cpu_matmul.linear(x, w, b), F.linear(x, w, b))
 
 
+@pytest.mark.parametrize("rows", [7, 2500])  # one piece, several pieces of WEIGHT_GRADIENT_ROWS
+def test_products_into_a_given_tensor_and_joint_weight_gradients(rows):
+    gen = torch.Generator().manual_seed(1)
+    grads, x, h = (torch.randn(rows, n, generator=gen) for n in (16, 5, 3))
+    out, w = torch.empty(rows, 5), torch.randn(16, 5, generator=gen)
+    assert cpu_matmul.matmul(grads, w, out=out) is out
+    torch.testing.assert_close(out, grads @ w, rtol=1e-5, atol=1e-4)
+    dw_x, dw_h = cpu_matmul.weight_gradients(grads, [x, h])
+    assert dw_x.is_contiguous() and dw_h.is_contiguous() and dw_x.shape == (16, 5) and dw_h.shape == (16, 3)
+    torch.testing.assert_close(dw_x, grads.t() @ x, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(dw_h, grads.t() @ h, rtol=1e-5, atol=1e-4)
+    (alone,) = cpu_matmul.weight_gradients(grads, [h])
+    torch.testing.assert_close(alone, grads.t() @ h, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_failure_while_recording_leaves_training_intact_and_records_nothing_half(kind, monkeypatch):
     """Gate statistics that raise inside the backward: the gradients are still the module's,

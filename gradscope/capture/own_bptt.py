@@ -307,13 +307,17 @@ def _gradients(ctx, G, Kx, known, carried, dh0, x, w_ih, w_hh, b_ih, b_hh, prev_
     """(dx, dh0, dW_ih, dW_hh, db_ih, db_hh) from the gate gradients of all rows."""
     need = ctx.needs_input_grad
     G_h = G.view(G.shape[0], -1)
-    dw_hh = cpu_matmul.weight_gradient(G_h, prev_h) if need[4] else None
+    if ctx.kind != "GRU" and need[3] and need[4]:  # an RNN's two weights share G: one product
+        dw_ih, dw_hh = cpu_matmul.weight_gradients(G_h, [x, prev_h])
+    else:
+        dw_ih, dw_hh = None, (cpu_matmul.weight_gradient(G_h, prev_h) if need[4] else None)
     db_hh = cpu_matmul.column_sums(G_h) if need[6] else None
     if ctx.kind == "GRU":  # the input side's n gradient lacks the reset gate's factor
         torch.mul(known + carried, Kx, out=G[:, 2])
     G_x = G_h
     dx = cpu_matmul.matmul(G_x, w_ih) if need[1] else None
-    dw_ih = cpu_matmul.weight_gradient(G_x, x) if need[3] else None
+    if dw_ih is None and need[3]:
+        dw_ih = cpu_matmul.weight_gradient(G_x, x)
     if need[5]:
         # an RNN's two biases get the same gradient: two tensors, since .grad may keep either
         db_ih = db_hh.clone() if ctx.kind != "GRU" and db_hh is not None else cpu_matmul.column_sums(G_x)

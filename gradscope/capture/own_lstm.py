@@ -158,13 +158,19 @@ def record_parts(job, record, parts):
         record.probe_fired(layer, direction, state)
 
 
+def _weight_gradients(grads, inputs):
+    """``grads.T @ x`` for each input that is not None (one product for all), None for the rest."""
+    wanted = [x for x in inputs if x is not None]
+    results = iter(cpu_matmul.weight_gradients(grads, wanted) if wanted else [])
+    return [next(results) if x is not None else None for x in inputs]
+
+
 def gradients(need, parts, f, known_h, inputs, prev_h):
     """(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr) from all rows' gate gradients."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
     G = parts["G"].view(parts["G"].shape[0], -1)
     dx = cpu_matmul.matmul(G, w_ih) if need[1] else None
-    dw_ih = cpu_matmul.weight_gradient(G, x) if need[4] else None
-    dw_hh = cpu_matmul.weight_gradient(G, prev_h) if need[5] else None
+    dw_ih, dw_hh = _weight_gradients(G, [x if need[4] else None, prev_h if need[5] else None])
     db = cpu_matmul.column_sums(G) if (need[6] or need[7]) else None
     dw_hr = None
     if w_hr is not None and need[8]:
