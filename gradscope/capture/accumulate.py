@@ -28,6 +28,9 @@ class Accumulator:
         if rows is None and self.value is None:
             self.value, self.owned = grad, False  # borrow: copied only if more pieces come
             return
+        if rows is None and not self.owned:  # a second whole piece: one new sum, no copy first
+            self.value, self.owned = self.value + grad.to(self.value.dtype), True
+            return
         if self.value is None:
             self.value = grad.new_zeros((n_rows,) + tuple(grad.shape[1:]))
             self.owned = True

@@ -29,9 +29,11 @@ def note_nonfinite_rows(record, place: str, layer: int, flat: torch.Tensor) -> N
         flat: the call's rows in the exact route's layout, (sum of batch sizes, features).
     """
     with torch.no_grad():
-        # the row's largest |value| is non-finite iff the row holds a NaN (amax propagates it)
-        # or an Inf; ~20x cheaper on the CPU than isfinite(flat).all(dim=1), same answer
-        flags = ~torch.isfinite(flat.detach().abs().amax(dim=1))
+        # a row holds a NaN or an Inf iff its largest or its smallest value is one (amax/amin
+        # propagate NaN): two passes and no temporary, far cheaper on the CPU than
+        # isfinite(flat).all(dim=1) (~20x) or abs().amax (a full copy), same answer
+        rows = flat.detach()
+        flags = ~(torch.isfinite(rows.amax(dim=1)) & torch.isfinite(rows.amin(dim=1)))
     if not hasattr(record, _ATTRIBUTE):
         setattr(record, _ATTRIBUTE, [])
     getattr(record, _ATTRIBUTE).append((place, layer, flags))

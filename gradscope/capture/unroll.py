@@ -152,13 +152,13 @@ def _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0):
     probe_h = probe_c = probe_c_out = None
     pieces_h = pieces_c = pieces_c_out = None
     if carry:
-        probe_h = xw.new_zeros(rows_carried, h0.shape[1], requires_grad=True)
+        probe_h = _zero_probe(xw, rows_carried, h0.shape[1])
         pieces_h = probe_h.split(bs[1:])
         if is_lstm:
-            probe_c = xw.new_zeros(rows_carried, c0.shape[1], requires_grad=True)
+            probe_c = _zero_probe(xw, rows_carried, c0.shape[1])
             pieces_c = probe_c.split(bs[1:])
     if is_lstm:
-        probe_c_out = xw.new_zeros(n_rows, c0.shape[1], requires_grad=True)
+        probe_c_out = _zero_probe(xw, n_rows, c0.shape[1])
         pieces_c_out = probe_c_out.split(bs)
 
     record.add_series(layer, direction, "h", pending=1 if carry else 0)
@@ -173,6 +173,12 @@ def _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0):
     if is_lstm:
         ctx.probe(probe_c_out, record, layer, direction, "c", "direct", None)
     return pieces_h, pieces_c, pieces_c_out
+
+
+def _zero_probe(like, rows, size):
+    """A (rows, size) leaf of zeros that takes no memory: one zero expanded (a probe is only
+    read, and a filled buffer cost a full pass over fresh pages per call)."""
+    return like.new_zeros(()).expand(rows, size).requires_grad_()
 
 
 def _cell_step(kind, xw_t, h, c, weights, c_probe, acts):
