@@ -53,7 +53,7 @@ def _count(values, compare, threshold):
     torch's (whose comparison kernels write bools at ~4 ns an entry here), a Python int. Else a
     tensor on the values' device (no host sync)."""
     if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
-        array = values.numpy()
+        array = values.detach().numpy()
         return int(np.count_nonzero(_NUMPY_COMPARE[compare](array, array.dtype.type(threshold))))
     return torch.count_nonzero(_TORCH_COMPARE[compare](values, threshold))
 
