@@ -75,24 +75,18 @@ def lstm_step(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None):
 
 def gru_step_node(xw, h, w_hh, b_hh, acts=None):
     """``gru_step`` with its elementwise part as one autograd node (the capture route's loop):
-    the same outputs, far less per-step bookkeeping. Returns (new h, activations (B, 3H): r, z,
-    n side by side), written into ``acts`` when given."""
-    hh = F.linear(h, w_hh, b_hh)
-    if acts is None:
-        acts = torch.empty_like(hh)
-    return GRUGates.apply(xw, hh, h, acts), acts
+    the same outputs, far less per-step bookkeeping. Returns the new h; the activations r, z, n
+    go side by side into ``acts`` ((B, 3H)) when given."""
+    return GRUGates.apply(xw, F.linear(h, w_hh, b_hh), h, acts)
 
 
 def lstm_step_node(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None, acts=None):
     """``lstm_step`` with its elementwise part as one autograd node (see ``gru_step_node``).
-    Returns (new h, new c, activations (B, 4H): i, f, g, o side by side)."""
-    gates = F.linear(h, w_hh, b_hh) + xw
-    if acts is None:
-        acts = torch.empty_like(gates)
-    new_h, new_c = LSTMGates.apply(gates, c, c_probe, acts)
+    Returns (new h, new c); the activations i, f, g, o go into ``acts`` ((B, 4H)) when given."""
+    new_h, new_c = LSTMGates.apply(F.linear(h, w_hh, b_hh) + xw, c, c_probe, acts)
     if w_hr is not None:
         new_h = F.linear(new_h, w_hr)
-    return new_h, new_c, acts
+    return new_h, new_c
 
 
 def step_function(kind, weights):

@@ -213,6 +213,9 @@ def test_products_into_a_given_tensor_and_joint_weight_gradients(rows):
     torch.testing.assert_close(dw_h, grads.t() @ h, rtol=1e-5, atol=1e-4)
     (alone,) = cpu_matmul.weight_gradients(grads, [h])
     torch.testing.assert_close(alone, grads.t() @ h, rtol=1e-5, atol=1e-4)
+    none, only_h = cpu_matmul.weight_gradients(grads, [None, h])  # a weight that needs no gradient
+    assert none is None
+    torch.testing.assert_close(only_h, grads.t() @ h, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -187,6 +187,19 @@ def _layer_states(job, d, direction):
     return out
 
 
+def start_states(previous, initial, active):
+    """The state a step's ``active`` rows start from: the previous processed step's (None: the
+    first step), or for the reverse direction over packed sequences those plus the initial
+    states of the longer sequences that start here."""
+    if previous is None:
+        return initial[:active]
+    if previous.shape[0] == active:
+        return previous
+    if previous.shape[0] > active:
+        return previous[:active]
+    return torch.cat([previous, initial[previous.shape[0]:active]])
+
+
 def cell_scan(record, reverse, c0, f, ig):
     """c_t = f_t * c_prev + i_t * g_t over the steps in processing order."""
     bs = record.batch_sizes
@@ -196,15 +209,7 @@ def cell_scan(record, reverse, c0, f, ig):
     previous = None
     with torch.inference_mode():  # one op per step into ``c``: no autograd dispatch
         for t in order:
-            active = bs[t]
-            if previous is None:
-                prev = c0[:active]
-            elif previous.shape[0] == active:
-                prev = previous
-            elif previous.shape[0] > active:
-                prev = previous[:active]
-            else:  # reverse, packed: longer sequences start here from c0
-                prev = torch.cat([previous, c0[previous.shape[0]:active]])
+            prev = start_states(previous, c0, bs[t])
             torch.addcmul(ig_steps[t], f_steps[t], prev, out=c_steps[t])
             previous = c_steps[t]
     return c

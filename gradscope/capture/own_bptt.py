@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
 from gradscope.capture.gate_stats import gate_statistics
-from gradscope.capture.fast_adjoint import previous_states
+from gradscope.capture.fast_adjoint import previous_states, start_states
 
 OWN_KINDS = ("RNN_TANH", "RNN_RELU", "GRU", "LSTM")  # LSTM: own_lstm.py
 
@@ -62,13 +62,14 @@ def processing_order(record, reverse):
     return [(t, slice(offsets[t], offsets[t] + bs[t]), bs[t]) for t in order]
 
 
-def start_states(previous, h0, active):
-    """The state a step's ``active`` rows start from."""
-    if previous is None:
-        return h0[:active]
-    if previous.shape[0] >= active:
-        return previous[:active]
-    return torch.cat([previous, h0[previous.shape[0]:active]])  # reverse, packed: rows start late
+def backward_plan(record, reverse):
+    """The reverse loop's steps: ``(t, the step it hands its state gradient to (None: the
+    initial state), whether all of t's rows go on to exactly that step's rows)``, in backward
+    order; made once so that the loop itself only indexes."""
+    bs = record.batch_sizes
+    order = [t for t, _, _ in processing_order(record, reverse)][::-1]
+    following = order[1:] + [None]
+    return [(t, nt, nt is not None and bs[nt] == bs[t]) for t, nt in zip(order, following)]
 
 
 def _forward(kind, record, reverse, x, h0, w_ih, w_hh, b_ih, b_hh):
@@ -257,24 +258,19 @@ def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
     z_s = z.split(bs) if gru else None
     g_s = K.view(K.shape[0], -1).split(bs)
-    order = [t for t, _, _ in processing_order(record, reverse)][::-1]
     with torch.inference_mode():  # in place into the buffers above: no autograd dispatch
-        for index, t in enumerate(order):
-            active = bs[t]
+        for t, nt, straight in backward_plan(record, reverse):
             total = known_s[t] + carried_s[t]
             g = k_s[t]
             torch.mul(g, total.unsqueeze(1) if gru else total, out=g)
             # the rows whose step started from the previous processed step get it as carried
-            nt = order[index + 1] if index + 1 < len(order) else None
-            continuing = min(active, bs[nt]) if nt is not None else 0
-            if continuing == active == bs[nt]:  # every row goes on: straight into its rows
-                back = cpu_matmul.matmul(g_s[t], w_hh, out=carried_s[nt])
-                if gru:
-                    back.addcmul_(total, z_s[t])
-                continue
-            back = cpu_matmul.matmul(g_s[t], w_hh)
+            back = cpu_matmul.matmul(g_s[t], w_hh, out=carried_s[nt] if straight else None)
             if gru:
                 back.addcmul_(total, z_s[t])
+            if straight:
+                continue
+            active = bs[t]
+            continuing = min(active, bs[nt]) if nt is not None else 0
             if continuing:
                 carried_s[nt][:continuing] = back[:continuing]
             if continuing < active:
@@ -307,16 +303,16 @@ def _gradients(ctx, G, Kx, known, carried, dh0, x, w_ih, w_hh, b_ih, b_hh, prev_
     """(dx, dh0, dW_ih, dW_hh, db_ih, db_hh) from the gate gradients of all rows."""
     need = ctx.needs_input_grad
     G_h = G.view(G.shape[0], -1)
-    if ctx.kind != "GRU" and need[3] and need[4]:  # an RNN's two weights share G: one product
-        dw_ih, dw_hh = cpu_matmul.weight_gradients(G_h, [x, prev_h])
-    else:
-        dw_ih, dw_hh = None, (cpu_matmul.weight_gradient(G_h, prev_h) if need[4] else None)
+    gru = ctx.kind == "GRU"
+    # an RNN's two weights share G (one product for both); a GRU's input side differs (below)
+    dw_ih, dw_hh = cpu_matmul.weight_gradients(G_h, [x if need[3] and not gru else None,
+                                                     prev_h if need[4] else None])
     db_hh = cpu_matmul.column_sums(G_h) if need[6] else None
-    if ctx.kind == "GRU":  # the input side's n gradient lacks the reset gate's factor
+    if gru:  # the input side's n gradient lacks the reset gate's factor
         torch.mul(known + carried, Kx, out=G[:, 2])
     G_x = G_h
     dx = cpu_matmul.matmul(G_x, w_ih) if need[1] else None
-    if dw_ih is None and need[3]:
+    if gru and need[3]:
         dw_ih = cpu_matmul.weight_gradient(G_x, x)
     if need[5]:
         # an RNN's two biases get the same gradient: two tensors, since .grad may keep either

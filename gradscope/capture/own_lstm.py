@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
-from gradscope.capture.own_bptt import add_at_final, processing_order
+from gradscope.capture.own_bptt import add_at_final, backward_plan
 
 
 class Factors:
@@ -74,9 +74,8 @@ def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     is taken for all rows at once after it."""
     rows = _StepRows(record, known_h, known_c, f, w_hr, reverse)
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
-    order = [t for t, _, _ in processing_order(record, reverse)][::-1]
     with torch.inference_mode():  # in place into the buffers made above
-        _reverse_loop(rows, order, record.batch_sizes, w_hh, w_hr, dh0, dc0)
+        _reverse_loop(rows, backward_plan(record, reverse), record.batch_sizes, w_hh, w_hr, dh0, dc0)
     direct_c = rows.a_all * f.Kc
     return {"carried_h": rows.carried_h, "carried_c": rows.carried_c.squeeze(1), "direct_c": direct_c,
             "G": f.K, "dh0": dh0, "dc0": dc0, "total_h": rows.total_h}
@@ -106,12 +105,12 @@ class _StepRows:
         self.known_c_at = _steps_with_final_rows(bs, reverse) if known_c is not None else ()
 
 
-def _reverse_loop(r, order, bs, w_hh, w_hr, dh0, dc0):
+def _reverse_loop(r, plan, bs, w_hh, w_hr, dh0, dc0):
     # names bound once: at 1,000 steps each attribute read inside the loop costs
     known_s, carried_s, total_s, a_s, a_u_s, kc_s = r.known_s, r.carried_s, r.total_s, r.a_s, r.a_u_s, r.kc_s
     f_s, carried_c_s, total_c_s, ifg_s, o_s, flat_s = r.f_s, r.carried_c_s, r.total_c_s, r.ifg_s, r.o_s, r.flat_s
     add, addcmul, mul, matmul = torch.add, torch.addcmul, torch.mul, cpu_matmul.matmul
-    for t, nt, straight in _plan(order, bs):
+    for t, nt, straight in plan:
         total = add(known_s[t], carried_s[t], out=total_s[t])
         if w_hr is not None:
             matmul(total, w_hr, out=a_s[t])
@@ -135,13 +134,6 @@ def _reverse_loop(r, order, bs, w_hh, w_hr, dh0, dc0):
         dc0[continuing:active] = back_c[continuing:]
 
 
-def _plan(order, bs):
-    """(t, the next processed step or None, whether every row of t goes on to it with the same
-    rows) for each step in backward order."""
-    following = order[1:] + [None]
-    return [(t, nt, nt is not None and bs[nt] == bs[t]) for t, nt in zip(order, following)]
-
-
 def _steps_with_final_rows(bs, reverse):
     """Time steps that hold some sequence's final row (the reverse direction ends at t = 0)."""
     if reverse:
@@ -158,19 +150,12 @@ def record_parts(job, record, parts):
         record.probe_fired(layer, direction, state)
 
 
-def _weight_gradients(grads, inputs):
-    """``grads.T @ x`` for each input that is not None (one product for all), None for the rest."""
-    wanted = [x for x in inputs if x is not None]
-    results = iter(cpu_matmul.weight_gradients(grads, wanted) if wanted else [])
-    return [next(results) if x is not None else None for x in inputs]
-
-
 def gradients(need, parts, f, known_h, inputs, prev_h):
     """(dx, dh0, dc0, dW_ih, dW_hh, db_ih, db_hh, dW_hr) from all rows' gate gradients."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
     G = parts["G"].view(parts["G"].shape[0], -1)
     dx = cpu_matmul.matmul(G, w_ih) if need[1] else None
-    dw_ih, dw_hh = _weight_gradients(G, [x if need[4] else None, prev_h if need[5] else None])
+    dw_ih, dw_hh = cpu_matmul.weight_gradients(G, [x if need[4] else None, prev_h if need[5] else None])
     db = cpu_matmul.column_sums(G) if (need[6] or need[7]) else None
     dw_hr = None
     if w_hr is not None and need[8]:

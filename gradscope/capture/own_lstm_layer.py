@@ -15,8 +15,8 @@ import torch
 from torch import _VF
 
 from gradscope.capture import cpu_matmul
-from gradscope.capture.fast_adjoint import cell_scan, previous_states
-from gradscope.capture.own_bptt import OwnLayerJob, processing_order, spoil_and_warn, start_states
+from gradscope.capture.fast_adjoint import cell_scan, previous_states, start_states
+from gradscope.capture.own_bptt import OwnLayerJob, processing_order, spoil_and_warn
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.own_lstm import arrived, bptt, Factors, gradients, jacobian_inputs, record_parts
 

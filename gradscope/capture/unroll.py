@@ -185,9 +185,9 @@ def _cell_step(kind, xw_t, h, c, weights, c_probe, acts):
     """One time step of the cell: (new h, new c or None); GRU/LSTM activations into ``acts``."""
     w_hh, b_hh = weights["w_hh"], weights["b_hh"]
     if kind == "LSTM":
-        return lstm_step_node(xw_t, h, c, w_hh, b_hh, weights["w_hr"], c_probe=c_probe, acts=acts)[:2]
+        return lstm_step_node(xw_t, h, c, w_hh, b_hh, weights["w_hr"], c_probe=c_probe, acts=acts)
     if kind == "GRU":
-        return gru_step_node(xw_t, h, w_hh, b_hh, acts=acts)[0], None
+        return gru_step_node(xw_t, h, w_hh, b_hh, acts=acts), None
     return rnn_step(xw_t, h, w_hh, b_hh, relu=kind == "RNN_RELU")[0], None
 
 
