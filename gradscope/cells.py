@@ -9,8 +9,6 @@ ATen's cells (aten/src/ATen/native/RNN.cpp) so outputs match PyTorch to float ro
 import torch
 import torch.nn.functional as F
 
-from gradscope.cell_nodes import GRUGates, LSTMGates
-
 # gate layout of weight_hh rows, as PyTorch stacks them
 GATES = {
     "RNN_TANH": ("hh",),
@@ -71,22 +69,6 @@ def lstm_step(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None):
     if w_hr is not None:
         new_h = F.linear(new_h, w_hr)
     return new_h, new_c, (i, f, g, o)
-
-
-def gru_step_node(xw, h, w_hh, b_hh, acts=None):
-    """``gru_step`` with its elementwise part as one autograd node (the capture route's loop):
-    the same outputs, far less per-step bookkeeping. Returns the new h; the activations r, z, n
-    go side by side into ``acts`` ((B, 3H)) when given."""
-    return GRUGates.apply(xw, F.linear(h, w_hh, b_hh), h, acts)
-
-
-def lstm_step_node(xw, h, c, w_hh, b_hh, w_hr=None, c_probe=None, acts=None):
-    """``lstm_step`` with its elementwise part as one autograd node (see ``gru_step_node``).
-    Returns (new h, new c); the activations i, f, g, o go into ``acts`` ((B, 4H)) when given."""
-    new_h, new_c = LSTMGates.apply(F.linear(h, w_hh, b_hh) + xw, c, c_probe, acts)
-    if w_hr is not None:
-        new_h = F.linear(new_h, w_hr)
-    return new_h, new_c
 
 
 def step_function(kind, weights):

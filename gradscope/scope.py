@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from gradscope.capture import (Capture, ForwardPatch, LinkTable, NotSteppable, Part, StepClock, check_weights,
+from gradscope.capture import (BufferPool, Capture, ForwardPatch, LinkTable, NotSteppable, Part, StepClock, check_weights,
                                describe, find_parts, forward_nonfinite_table, jacobian_tables, labelled_weights,
                                part_routes, refuse_compiled, route_for, scripted_hint, spectra_job, timestep_and_gate_tables, watched_by,
                                weight_reads)
@@ -111,6 +111,7 @@ class Scope(TableSource):
                 "state with h = scope.track(h, 'label').")
         self._patches = []
         self._links = LinkTable()
+        self._buffers = BufferPool()  # the recorded steps' working buffers, while started
         self._custom_layouts = {}  # custom cell name -> (tensors returned, which of them are states)
         self._clock = StepClock(schedule, self._on_close, optimizer_steps=optimizer is not None,
                                 on_drop=lambda step: self._links.clear())
@@ -173,6 +174,7 @@ class Scope(TableSource):
         self._unpatch()
         self._links.clear()
         self._clock.discard()
+        self._buffers.clear()
         background, self._background = self._background, None
         try:
             self._last_step_spectra(background)
@@ -384,7 +386,8 @@ class Scope(TableSource):
     def _capture(self, step):
         """The capture context of one forward call (or track call) of ``step``."""
         return Capture(step, links=self._links, jacobians=self._jacobians, custom_layouts=self._custom_layouts,
-                       warn=self._warn, hook=self._hook, active=lambda: self._active, reached=self._clock.reached)
+                       warn=self._warn, hook=self._hook, active=lambda: self._active, reached=self._clock.reached,
+                       buffers=self._buffers)
 
     def _hook(self, step, tensor, fn):
         scope = self
@@ -412,8 +415,10 @@ class Scope(TableSource):
     def _on_close(self, step):
         self._links.clear()
         if not step.recorded:
+            self._buffers.clear()  # nothing held across steps that are not recorded
             self._forget_weight_reads()
             return
+        self._buffers.release_unused()
         if any(record.restricted for record in step.received):
             self._warn(("restricted",), (
                 "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "

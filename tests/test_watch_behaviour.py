@@ -3,6 +3,7 @@
 
 import copy
 import gc
+import warnings
 import weakref
 
 import numpy as np
@@ -246,18 +247,30 @@ def test_track_label_reaches_run_meta(tmp_path):
     assert len(run.timesteps()) == 4 and set(run.spectra()["gate"]) == {"W"}
 
 
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
 @pytest.mark.parametrize("how", ["autograd.grad", "backward(inputs=)"])
-def test_partial_backward_records_nothing_wrong(how):
-    model = nn.RNN(2, 3)
+def test_partial_backward_through_a_module_measures_the_step(how, kind):
+    """A backward pass that computes only some gradients still runs every step node of the exact
+    route, which computes the carried parts itself: the same numbers as a full backward."""
+    torch.manual_seed(0)
+    model = getattr(nn, kind)(2, 3)
+    x = torch.randn(6, 2, 2)
     params = list(model.parameters())
-    with pytest.warns(GradscopeWarning, match="autograd.grad"):
-        with gradscope.watch(model, mode="exact") as scope:  # the fast route measures these: test_capture_fast
-            loss = model(torch.randn(6, 2, 2))[0].pow(2).sum()
+    with gradscope.watch(model, mode="exact") as full:
+        model(x)[0].pow(2).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gradscope.watch(model, mode="exact") as scope:
+            loss = model(x)[0].pow(2).sum()
             if how == "autograd.grad":
                 torch.autograd.grad(loss, params)
             else:
                 loss.backward(inputs=params)
-    assert scope.steps_seen == 1 and len(scope.timesteps()) == 0
+    columns = ["state", "t", "grad_norm", "carried_norm", "direct_norm"]
+    got, want = scope.timesteps()[columns], full.timesteps()[columns]
+    assert len(got) == 6 * (2 if kind == "LSTM" else 1)
+    np.testing.assert_allclose(got.drop(columns="state").to_numpy(), want.drop(columns="state").to_numpy(),
+                               rtol=1e-6)
 
 
 def test_partial_backward_on_cells_records_nothing_wrong():

@@ -8,7 +8,10 @@ The map (one idea per file):
     context.py         Capture: what a route sees of the Scope during one forward call
     routes.py          the route table: per part kind, its meta description and its routes by mode
       module_call.py     a stock module's call as RNNBase.forward reads it (layout, initial state)
-      unroll.py          exact route, nn.RNN/GRU/LSTM stepped one time step at a time, with probes
+      unroll.py          exact route, nn.RNN/GRU/LSTM stepped one time step at a time,
+      exact_steps.py       its step nodes: one autograd node per time step, parts from backward
+      exact_chain.py       what one layer-direction's step nodes share (buffers, the last node's returns)
+      buffers.py         the recorded steps' working buffers, kept from one recorded step to the next
       fast.py            fast route, the fused kernels per layer, tapped;
       fast_adjoint.py      its reverse recursion for the per-step gradients after backward
       stock_cells.py     exact route, nn.*Cell (one time step per call)
@@ -27,6 +30,7 @@ Adding a route: write ``route(ctx, part, original, args, kwargs)`` and add it to
 ``routes.KINDS`` (a new part kind also gets its ``describe``).
 """
 
+from gradscope.capture.buffers import BufferPool
 from gradscope.capture.context import Capture
 from gradscope.capture.discover import Part, find_parts
 from gradscope.capture.finish import timestep_and_gate_tables
@@ -40,6 +44,6 @@ from gradscope.capture.steps import StepClock
 from gradscope.capture.unwatchable import refuse_compiled, scripted_hint
 from gradscope.capture.weight_reads import check_weights, labelled_weights, weight_reads
 
-__all__ = ["Capture", "ForwardPatch", "LinkTable", "NotSteppable", "Part", "StepClock", "check_weights", "describe",
+__all__ = ["BufferPool", "Capture", "ForwardPatch", "LinkTable", "NotSteppable", "Part", "StepClock", "check_weights", "describe",
            "find_parts", "forward_nonfinite_table", "jacobian_tables", "labelled_weights", "part_routes",
            "refuse_compiled", "route_for", "scripted_hint", "spectra_job", "timestep_and_gate_tables", "watched_by", "weight_reads"]

@@ -16,25 +16,27 @@ _PARTS = ("carried", "direct")
 
 
 class Accumulator:
-    """Sum of (N, S) gradient pieces; pieces may cover all rows, a slice of rows or an index."""
+    """Sum of (N, S) gradient pieces; pieces may cover all rows, a slice of rows or an index.
 
-    __slots__ = ("value", "owned")
+    A lone piece is kept as it came (``rows`` says where it goes) until a second one arrives;
+    ``owned``: the value is gradscope's own tensor, which the reduction may change in place."""
+
+    __slots__ = ("value", "rows", "owned")
 
     def __init__(self):
         self.value = None
+        self.rows = None
         self.owned = False
 
-    def add(self, grad, rows, n_rows):
-        if rows is None and self.value is None:
-            self.value, self.owned = grad, False  # borrow: copied only if more pieces come
+    def add(self, grad, rows, n_rows, owned=False):
+        if self.value is None:
+            self.value, self.rows, self.owned = grad, rows, owned  # borrowed unless owned
             return
+        self._spread(n_rows)
         if rows is None and not self.owned:  # a second whole piece: one new sum, no copy first
             self.value, self.owned = self.value + grad.to(self.value.dtype), True
             return
-        if self.value is None:
-            self.value = grad.new_zeros((n_rows,) + tuple(grad.shape[1:]))
-            self.owned = True
-        elif not self.owned:
+        if not self.owned:
             self.value, self.owned = self.value.clone(), True
         if rows is None:
             self.value.add_(grad)
@@ -42,6 +44,23 @@ class Accumulator:
             self.value[rows].add_(grad)
         else:
             self.value.index_add_(0, rows, grad.to(self.value.dtype))
+
+    def _spread(self, n_rows):
+        """A lone piece over some rows -> a (N, S) tensor of its own (zeros elsewhere)."""
+        if self.rows is None:
+            return
+        full = self.value.new_zeros((n_rows,) + tuple(self.value.shape[1:]))
+        if isinstance(self.rows, slice):
+            full[self.rows] = self.value
+        else:
+            full.index_copy_(0, self.rows, self.value)
+        self.value, self.rows, self.owned = full, None, True
+
+    def whole(self, n_rows):
+        """The sum as a (N, S) tensor (None when nothing arrived)."""
+        if self.value is not None:
+            self._spread(n_rows)
+        return self.value
 
 
 class Series:
@@ -58,13 +77,13 @@ class Series:
         self.sums = None
         self.spoiled = False
 
-    def add(self, part, grad, rows, record):
+    def add(self, part, grad, rows, record, owned=False):
         if self.sums is not None:
             # A piece after the norms were taken: only possible when one backward pass reaches
             # the call twice in an order we did not foresee. Drop rather than report wrong numbers.
             self.spoiled = True
             return
-        self.parts[part].add(grad, rows, record.n_rows)
+        self.parts[part].add(grad, rows, record.n_rows, owned)
 
     def probe_fired(self, record):
         self.pending -= 1
@@ -74,26 +93,59 @@ class Series:
     def reduce(self, record):
         if self.sums is not None or self.spoiled:
             return
-        carried, direct = self.parts["carried"].value, self.parts["direct"].value
-        if carried is None and direct is None:
+        carried, direct = self.parts["carried"], self.parts["direct"]
+        if carried.value is None and direct.value is None:
             return
-        like = carried if carried is not None else direct
-        if carried is None:
-            carried = torch.zeros_like(like)
-        if direct is None:
-            direct = torch.zeros_like(like)
-        total = carried + direct
-        total_norm = row_norms(total)
-        nonfinite = nonfinite_rows(total, total_norm)
-        norms = torch.stack([
-            total_norm,
-            row_norms(carried),
-            row_norms(direct),
-            nonfinite.to(torch.float64),
-            total_norm.masked_fill(nonfinite, 0.0),
-        ])
+        norms = _norms_in_place(carried, direct) if _sums_in_place(carried, direct) else None
+        if norms is None:
+            norms = _norms(carried.whole(record.n_rows), direct.whole(record.n_rows))
         self.sums = record.segment_sum(norms)
         self.parts = None  # free the (N, S) buffers now
+
+
+def _norms(carried, direct):
+    """(5, N): |total|, |carried|, |direct|, nonfinite, |total| of finite rows (see Series)."""
+    like = carried if carried is not None else direct
+    if carried is None:
+        carried = torch.zeros_like(like)
+    if direct is None:
+        direct = torch.zeros_like(like)
+    total = carried + direct
+    total_norm = row_norms(total)
+    return _stacked(total_norm, row_norms(carried), row_norms(direct), nonfinite_rows(total, total_norm))
+
+
+def _sums_in_place(carried, direct):
+    """The common case the exact route's step nodes make: the carried part is one piece of
+    gradscope's own over a slice of rows, the direct part one whole tensor of the same dtype."""
+    return (carried.owned and isinstance(carried.rows, slice) and direct.value is not None
+            and direct.rows is None and direct.value.dtype == carried.value.dtype)
+
+
+def _norms_in_place(carried, direct):
+    """``_norms`` without the (N, S) sums: the carried piece's norms are taken, then the direct
+    part is added into the piece itself (the total over its rows; elsewhere the total is the
+    direct part)."""
+    piece, rows = carried.value, carried.rows
+    direct_norm = row_norms(direct.value)
+    carried_norm = torch.zeros_like(direct_norm)
+    carried_norm[rows] = row_norms(piece)
+    piece.add_(direct.value[rows])
+    total_norm = direct_norm.clone()
+    total_norm[rows] = piece_norm = row_norms(piece)
+    nonfinite = nonfinite_rows(direct.value, direct_norm)
+    nonfinite[rows] = nonfinite_rows(piece, piece_norm)
+    return _stacked(total_norm, carried_norm, direct_norm, nonfinite)
+
+
+def _stacked(total_norm, carried_norm, direct_norm, nonfinite):
+    return torch.stack([
+        total_norm,
+        carried_norm,
+        direct_norm,
+        nonfinite.to(torch.float64),
+        total_norm.masked_fill(nonfinite, 0.0),
+    ])
 
 
 def _accumulate_node(leaf):
@@ -211,11 +263,12 @@ class CallRecord:
         if self.on_first_gradient is not None:
             self.on_first_gradient()
 
-    def add(self, layer, direction, state, part, grad, rows=None):
+    def add(self, layer, direction, state, part, grad, rows=None, owned=False):
+        """A piece of one part; ``owned``: gradscope's own tensor, free to be changed in place."""
         if self.closed:
             return
         self.gradient_arrived()
-        self.series[(layer, direction, state)].add(part, grad, rows, self)
+        self.series[(layer, direction, state)].add(part, grad, rows, self, owned)
 
     def probe_fired(self, layer, direction, state):
         if not self.closed:

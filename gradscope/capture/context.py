@@ -23,11 +23,13 @@ class Capture:
             step is open and the scope started.
         active: ``active()``: whether the scope is still started.
         reached: ``reached(step)``: a backward pass went through the step (it closes at its end).
+        buffers: the Scope's ``buffers.BufferPool`` (working buffers kept between recorded
+            steps), or None.
     """
 
     gate_stats = True
 
-    def __init__(self, step, *, links, jacobians, custom_layouts, warn, hook, active, reached):
+    def __init__(self, step, *, links, jacobians, custom_layouts, warn, hook, active, reached, buffers=None):
         self.step = step
         self.links = links
         self.jacobians = jacobians
@@ -36,6 +38,7 @@ class Capture:
         self._hook = hook
         self._active = active
         self._reached = reached
+        self.buffers = buffers
         self.records = []
 
     def warn(self, key, message):

@@ -96,7 +96,8 @@ def run_layer(job, g_out, g_hy, g_cy=None):
 def _known(record, key):
     """The sum of the parts that reached this series from outside the layer so far."""
     series = record.series[key]
-    values = [series.parts[p].value for p in ("direct", "carried") if series.parts[p].value is not None]
+    values = [series.parts[p].whole(record.n_rows) for p in ("direct", "carried")]
+    values = [v for v in values if v is not None]
     if not values:
         return None
     return values[0] if len(values) == 1 else values[0] + values[1]

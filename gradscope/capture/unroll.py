@@ -2,17 +2,15 @@
 step at a time, with the module's own weights and the same cell ops, so that every state is an
 autograd tensor whose gradient can be measured.
 
-Per layer and direction, zero probes are added where a state is used again:
-  - ``carry`` probe on the recurrent use (h_t -> step t+1): its gradient is the carried part;
-  - for LSTM, a probe where c_t enters h_t: its gradient is the direct part of dL/dc_t;
+Per layer and direction:
+  - each time step is one autograd node (exact_steps.py) whose backward computes the carried
+    part of the state it started from (and, for LSTM, the direct part of dL/dc_t: its use in
+    h_t) and reports the parts once per backward pass;
   - a hook on the layer output gives the direct part of dL/dh_t (from the loss or the layer above);
   - the final state returned to the user is a copy with a hook (direct part of the last step);
     a next call that continues the sequence adds the carried part (see links.py).
-Probes are one leaf tensor per layer, direction and state, split into time steps by one op, so
-there is no hook per time step.
+There is no hook per time step.
 """
-
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +19,9 @@ from gradscope.capture.accumulate import CallRecord
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.module_call import ModuleCall
-from gradscope.cells import GATES, gru_step_node, lstm_step_node, module_weights, rnn_step
+from gradscope.capture.exact_chain import StepChain
+from gradscope.capture.exact_steps import GRUStep, LSTMStep, RNNStep
+from gradscope.cells import GATES, module_weights
 
 
 def exact_module_forward(ctx, name, module, input, hx=None):
@@ -99,15 +99,19 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     is_lstm = kind == "LSTM"
     reverse = direction == "reverse"
     steps = len(bs)
-    pieces_h, pieces_c, pieces_c_out = _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0)
+    _add_series(record, is_lstm, layer, direction, carry=steps > 1)
     # GRU/LSTM activations go straight into one buffer the gate statistics read once (an RNN's
     # one "gate" is its output)
     gated = ctx.gate_stats and kind in ("GRU", "LSTM")
-    acts = xw.new_empty(xw.shape, requires_grad=False) if gated else None
-    acts_steps = acts.split(bs) if gated else [None] * steps
+    acts = None
+    if gated:
+        acts = ctx.buffers.empty(xw.shape, xw) if ctx.buffers is not None else xw.new_empty(xw.shape)
+    chain = StepChain(kind, xw, bs, reverse, acts=acts, buffers=ctx.buffers,
+                      report=_reporter(ctx, record, is_lstm, layer, direction, _carried_rows(record, bs, reverse)))
+    w_hh, b_hh, w_hr = weights["w_hh"], weights["b_hh"], weights["w_hr"]
+    anchor = _anchor(xw, h0, c0, weights)
     prev_states = [None] * steps if ctx.jacobians else None
     outs = [None] * steps
-    xw_steps = xw.split(bs)
     finals_h, finals_c = [], []
     h, c = h0, c0
     if reverse and bs[-1] < h0.shape[0]:
@@ -119,14 +123,18 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
             c = _with_starting(c, c0, bs[t]) if is_lstm else None
         if prev_states is not None:
             prev_states[t] = (torch.cat([h, c], dim=1) if is_lstm else h).detach()
-        new_h, new_c = _cell_step(kind, xw_t=xw_steps[t], h=h, c=c, weights=weights,
-                                  c_probe=pieces_c_out[t] if is_lstm else None, acts=acts_steps[t])
+        if is_lstm:
+            new_h, new_c = LSTMStep.apply(chain, t, xw, h, c, w_hh, b_hh, anchor)
+            if w_hr is not None:
+                new_h = F.linear(new_h, w_hr)
+        else:
+            new_h = (GRUStep if kind == "GRU" else RNNStep).apply(chain, t, xw, h, w_hh, b_hh, anchor)
         outs[t] = new_h
-        h, final = _pass_on(new_h, t, bs, reverse, pieces_h)
+        h, final = _pass_on(new_h, t, bs, reverse)
         if final is not None:
             finals_h.append(final)
         if is_lstm:
-            c, final = _pass_on(new_c, t, bs, reverse, pieces_c)
+            c, final = _pass_on(new_c, t, bs, reverse)
             if final is not None:
                 finals_c.append(final)
     rows = torch.cat(outs)  # a new tensor even for one step: its hook must see only the output's use
@@ -141,54 +149,44 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     return rows, _joined(finals_h), _joined(finals_c) if is_lstm else None
 
 
-def _add_probes(ctx, record, kind, layer, direction, xw, bs, h0, c0):
-    """Zero probes for the recurrent use (rows used by the next processed step) and, for LSTM,
-    for the use of c_t in h_t: one leaf per state, split into per-step pieces by one op.
-    Returns the per-step pieces (h carried, c carried, c direct; None where there is none)."""
-    is_lstm = kind == "LSTM"
-    n_rows = sum(bs)
-    carry = len(bs) > 1
-    rows_carried = n_rows - bs[0]
-    probe_h = probe_c = probe_c_out = None
-    pieces_h = pieces_c = pieces_c_out = None
-    if carry:
-        probe_h = _zero_probe(xw, rows_carried, h0.shape[1])
-        pieces_h = probe_h.split(bs[1:])
-        if is_lstm:
-            probe_c = _zero_probe(xw, rows_carried, c0.shape[1])
-            pieces_c = probe_c.split(bs[1:])
-    if is_lstm:
-        probe_c_out = _zero_probe(xw, n_rows, c0.shape[1])
-        pieces_c_out = probe_c_out.split(bs)
-
+def _add_series(record, is_lstm, layer, direction, carry):
+    """The series of this layer and direction; ``pending``: the parts the step nodes report
+    (carried h; for LSTM carried and direct c) before the norms can be taken."""
     record.add_series(layer, direction, "h", pending=1 if carry else 0)
     if is_lstm:
         record.add_series(layer, direction, "c", pending=2 if carry else 1)
-    record.probe_leaves.extend(weakref.ref(p) for p in (probe_h, probe_c, probe_c_out) if p is not None)
-    if carry:
-        rows = _carried_rows(record, bs, direction == "reverse")
-        ctx.probe(probe_h, record, layer, direction, "h", "carried", rows)
-        if is_lstm:
-            ctx.probe(probe_c, record, layer, direction, "c", "carried", rows)
-    if is_lstm:
-        ctx.probe(probe_c_out, record, layer, direction, "c", "direct", None)
-    return pieces_h, pieces_c, pieces_c_out
 
 
-def _zero_probe(like, rows, size):
-    """A (rows, size) leaf of zeros that takes no memory: one zero expanded (a probe is only
-    read, and a filled buffer cost a full pass over fresh pages per call)."""
-    return like.new_zeros(()).expand(rows, size).requires_grad_()
+def _reporter(ctx, record, is_lstm, layer, direction, carried_rows):
+    """What the step nodes call once per backward pass with the parts they computed."""
+    def report(parts):
+        if not ctx.live() or record.closed:
+            return
+        try:
+            if parts["carried_h"] is not None:
+                record.add(layer, direction, "h", "carried", parts["carried_h"], carried_rows, owned=True)
+                record.probe_fired(layer, direction, "h")
+            if is_lstm:
+                if parts["carried_c"] is not None:
+                    record.add(layer, direction, "c", "carried", parts["carried_c"], carried_rows, owned=True)
+                    record.probe_fired(layer, direction, "c")
+                record.add(layer, direction, "c", "direct", parts["direct_c"], None)
+                record.probe_fired(layer, direction, "c")
+        except Exception as err:  # never break the user's backward pass
+            ctx.warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
+                                                  f"({type(err).__name__}: {err})")
+        ctx.reached()
+
+    return report
 
 
-def _cell_step(kind, xw_t, h, c, weights, c_probe, acts):
-    """One time step of the cell: (new h, new c or None); GRU/LSTM activations into ``acts``."""
-    w_hh, b_hh = weights["w_hh"], weights["b_hh"]
-    if kind == "LSTM":
-        return lstm_step_node(xw_t, h, c, w_hh, b_hh, weights["w_hr"], c_probe=c_probe, acts=acts)
-    if kind == "GRU":
-        return gru_step_node(xw_t, h, w_hh, b_hh, acts=acts), None
-    return rnn_step(xw_t, h, w_hh, b_hh, relu=kind == "RNN_RELU")[0], None
+def _anchor(xw, h0, c0, weights):
+    """A zero leaf that wants a gradient, given to every step node when nothing else it is given
+    does: the states then still take part in backward (a frozen module under a trained head)."""
+    given = [xw, h0, c0, weights["w_hh"], weights["b_hh"]]
+    if any(x is not None and x.requires_grad for x in given):
+        return None
+    return xw.new_zeros(()).requires_grad_()
 
 
 def _with_starting(state, initial, active):
@@ -199,11 +197,11 @@ def _with_starting(state, initial, active):
     return state
 
 
-def _pass_on(new, t, bs, reverse, pieces):
+def _pass_on(new, t, bs, reverse):
     """Where the state made at step ``t`` goes: ``(state the next processed step starts from,
-    with its carry probe; or None, rows whose sequence ends here; or None)``."""
+    or None; rows whose sequence ends here, or None)``."""
     if reverse:
-        return (new + pieces[t - 1], None) if t > 0 else (None, new)
+        return (new, None) if t > 0 else (None, new)
     active = bs[t]
     following = bs[t + 1] if t + 1 < len(bs) else 0
     final = None
@@ -211,7 +209,7 @@ def _pass_on(new, t, bs, reverse, pieces):
         final = new if following == 0 else new[following:]
     if not following:
         return None, final
-    return (new if following == active else new[:following]) + pieces[t], final
+    return (new if following == active else new[:following]), final
 
 
 def _joined(finals):

@@ -54,8 +54,13 @@ def step_vjp(start, grad: torch.Tensor, targets: Sequence, stops: Sequence = ())
             if buffer is None:
                 continue
             grads = [buffer.get(i) for i in range(len(node._input_metadata))]
-            # ATen's nodes are callable; a custom autograd.Function's node runs by .apply
-            outputs = node(*grads) if callable(node) else node.apply(*grads)
+            # ATen's nodes are callable; a custom autograd.Function's node runs by .apply, or by
+            # its pure_backward where its backward also records (the exact route's step nodes)
+            pure = getattr(getattr(type(node), "_forward_cls", None), "pure_backward", None)
+            if pure is not None:
+                outputs = pure(node, *grads)
+            else:
+                outputs = node(*grads) if callable(node) else node.apply(*grads)
             if isinstance(outputs, torch.Tensor) or outputs is None:
                 outputs = (outputs,)
             for (child, nr), g in zip(node.next_functions, outputs):
