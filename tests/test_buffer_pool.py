@@ -6,7 +6,14 @@ import pytest
 import torch
 
 import gradscope
+from gradscope.capture import buffers
 from gradscope.capture.buffers import BufferPool
+
+
+@pytest.fixture(autouse=True)
+def pool_every_size(monkeypatch):
+    """The tests' buffers are small: pool them all."""
+    monkeypatch.setattr(buffers, "MIN_POOLED_BYTES", 0)
 
 
 def test_a_buffer_goes_out_again_once_it_is_dropped():
@@ -34,6 +41,15 @@ def test_a_view_kept_elsewhere_keeps_its_buffer_out_of_the_pool():
     del row, again
     pool.empty((16, 4), like)
     assert len(pool._blocks) == 2  # both free again: no third block
+
+
+def test_small_buffers_are_plain_allocations(monkeypatch):
+    monkeypatch.setattr(buffers, "MIN_POOLED_BYTES", 1 << 20)
+    pool = BufferPool()
+    pool.empty((16, 4), torch.empty(0))
+    assert pool.held_bytes() == 0
+    pool.empty((1024, 256), torch.empty(0))  # 1 MiB of float32
+    assert pool.held_bytes() == 1 << 20
 
 
 def test_dtype_and_release_of_unused_blocks():

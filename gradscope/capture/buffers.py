@@ -18,6 +18,9 @@ held across off-schedule steps or after ``watch`` ends.
 import torch
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
+# smaller buffers come from the allocator's own free lists (no fresh pages): a cell stepped in a
+# user's loop asks for a few small ones per call, which the pool would only have to search
+MIN_POOLED_BYTES = 1 << 20
 
 
 def _holders(tensor):
@@ -39,6 +42,8 @@ class BufferPool:
         size = 1
         for n in shape:
             size *= n
+        if size * dtype.itemsize < MIN_POOLED_BYTES:
+            return like.new_empty(shape, dtype=dtype)
         block = self._free_block(size, dtype, like.device)
         if block is None:
             if self._idle is None:  # no way to tell when a block is free: plain allocation

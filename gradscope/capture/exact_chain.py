@@ -153,7 +153,7 @@ def start_grad(chain, t, compute, rows, size):
     return grad
 
 
-def finish(ctx, chain, weight_needs):
+def finish(chain, weight_needs, xw):
     """The first step processed runs last: return the gradients of every step's input
     projection, W_hh and b_hh, and report the parts."""
     needs_xw, needs_w, needs_b = weight_needs
@@ -161,7 +161,7 @@ def finish(ctx, chain, weight_needs):
     d_xw = d_w = d_b = None
     if p.graph:
         if needs_xw:
-            d_xw = torch.cat([piece if piece is not None else ctx.xw.new_zeros(rows.stop - rows.start, chain.gates)
+            d_xw = torch.cat([piece if piece is not None else xw.new_zeros(rows.stop - rows.start, chain.gates)
                               for piece, rows in zip(p.d_xw, chain.rows)])
         return d_xw, p.d_w_hh, p.d_b_hh
     if needs_xw:

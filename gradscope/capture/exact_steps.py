@@ -60,11 +60,13 @@ def _gru_activations_into(xw, hh, acts):
     return acts
 
 
-def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None):
-    """What every backward needs of the inputs (the tensors themselves: double backward
-    differentiates them; none is an output of this node, so no reference cycle)."""
+def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, output=None):
+    """What every backward needs of the inputs, saved (not kept as attributes: Python's garbage
+    collector walks attributes, and through each input's node the whole graph, a cell loop then
+    spent ~50 ms a step in collections); ``ctx.saved_tensors`` is (xw, h, c, W_hh, b_hh, output)."""
     ctx.chain, ctx.t = chain, t
-    ctx.xw, ctx.h, ctx.c, ctx.w_hh, ctx.b_hh = xw, h, c, w_hh, b_hh
+    ctx.save_for_backward(xw, h, c, w_hh, b_hh, output)
+    ctx.sizes = (h.shape[1], c.shape[1] if c is not None else 0)
     ctx.optional = (b_hh is not None, anchor is not None)  # which optional inputs are tensors
     chain.h_prev[t] = h.detach()
     device = h.device.type
@@ -109,9 +111,11 @@ class LSTMStep(_StepNode):
     @staticmethod
     def backward(ctx, grad_h, grad_c):
         chain, t = ctx.chain, ctx.t
+        saved = ctx.saved_tensors  # once: a checkpointed graph unpacks each saved tensor once
         if _recompute(ctx):
-            return _graph_backward(ctx, grad_h, grad_c)
-        p = chain.open_pass(t, False, grad_h, ctx.h.shape[1], ctx.c.shape[1])
+            return _graph_backward(ctx, saved, grad_h, grad_c)
+        xw, _, c, w_hh, _, _ = saved
+        p = chain.open_pass(t, False, grad_h, *ctx.sizes)
         rows = chain.rows[t]
         i, f, g, o = ctx.acts.chunk(4, dim=-1)
         d_c_out = _aten.tanh_backward.grad_input(grad_h * o, ctx.tanh_c, grad_input=p.direct_c[rows])
@@ -119,18 +123,18 @@ class LSTMStep(_StepNode):
         d_gates = p.d_xw[rows]
         d_i, d_f, d_g, d_o = d_gates.chunk(4, dim=-1)
         _aten.sigmoid_backward.grad_input(torch.mul(d_c, g, out=d_i), i, grad_input=d_i)
-        _aten.sigmoid_backward.grad_input(torch.mul(d_c, ctx.c, out=d_f), f, grad_input=d_f)
+        _aten.sigmoid_backward.grad_input(torch.mul(d_c, c, out=d_f), f, grad_input=d_f)
         _aten.tanh_backward.grad_input(torch.mul(d_c, i, out=d_g), g, grad_input=d_g)
         _aten.sigmoid_backward.grad_input(torch.mul(grad_h, ctx.tanh_c, out=d_o), o, grad_input=d_o)
         n = ctx.needs_input_grad
         d_h = d_c_prev = None
         if n[3] or t != chain.first:
-            d_h = start_grad(chain, t, lambda out: torch.mm(d_gates, ctx.w_hh, out=out), d_gates.shape[0], "h")
+            d_h = start_grad(chain, t, lambda out: torch.mm(d_gates, w_hh, out=out), d_gates.shape[0], "h")
         if n[4] or t != chain.first:
             d_c_prev = start_grad(chain, t, lambda out: torch.mul(d_c, f, out=out), d_c.shape[0], "c")
         d_xw = d_w = d_b = None
         if t == chain.first:
-            d_xw, d_w, d_b = finish(ctx, chain, _needs(ctx))
+            d_xw, d_w, d_b = finish(chain, _needs(ctx), xw)
         return None, None, d_xw, d_h, d_c_prev, d_w, d_b, None
 
 
@@ -151,9 +155,11 @@ class GRUStep(_StepNode):
     @staticmethod
     def backward(ctx, grad):
         chain, t = ctx.chain, ctx.t
+        saved = ctx.saved_tensors
         if _recompute(ctx):
-            return _graph_backward(ctx, grad)
-        p = chain.open_pass(t, False, grad, ctx.h.shape[1], 0)
+            return _graph_backward(ctx, saved, grad)
+        xw, _, _, w_hh, _, _ = saved
+        p = chain.open_pass(t, False, grad, *ctx.sizes)
         rows = chain.rows[t]
         r, z, n = ctx.acts.chunk(3, dim=-1)
         hn = ctx.hh.chunk(3, dim=-1)[2]
@@ -169,11 +175,11 @@ class GRUStep(_StepNode):
         d_h = None
         if ctx.needs_input_grad[3] or t != chain.first:
             # through W_hh and through (h - n) * z, summed as autograd sums a tensor's two uses
-            d_h = start_grad(chain, t, lambda out: torch.add(torch.mm(d_hh, ctx.w_hh), grad * z, out=out),
+            d_h = start_grad(chain, t, lambda out: torch.add(torch.mm(d_hh, w_hh), grad * z, out=out),
                               d_hh.shape[0], "h")
         d_all = d_w = d_b = None
         if t == chain.first:
-            d_all, d_w, d_b = finish(ctx, chain, _needs(ctx))
+            d_all, d_w, d_b = finish(chain, _needs(ctx), xw)
         return None, None, d_all, d_h, d_w, d_b, None
 
 
@@ -184,17 +190,17 @@ class RNNStep(_StepNode):
     def forward(ctx, chain, t, xw, h, w_hh, b_hh, anchor):
         pre = xw[chain.rows[t]] + F.linear(h, w_hh, b_hh)
         new_h = torch.relu(pre) if chain.kind == "RNN_RELU" else torch.tanh(pre)
-        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor)
-        ctx.save_for_backward(new_h)
+        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, output=new_h)
         return new_h
 
     @staticmethod
     def backward(ctx, grad):
         chain, t = ctx.chain, ctx.t
+        saved = ctx.saved_tensors
         if _recompute(ctx):
-            return _graph_backward(ctx, grad)
-        (new_h,) = ctx.saved_tensors
-        p = chain.open_pass(t, False, grad, ctx.h.shape[1], 0)
+            return _graph_backward(ctx, saved, grad)
+        xw, _, _, w_hh, _, new_h = saved
+        p = chain.open_pass(t, False, grad, *ctx.sizes)
         d_pre = p.d_xw[chain.rows[t]]
         if chain.kind == "RNN_RELU":
             _aten.threshold_backward.grad_input(grad, new_h, 0, grad_input=d_pre)
@@ -203,23 +209,22 @@ class RNNStep(_StepNode):
         n = ctx.needs_input_grad
         d_h = None
         if n[3] or t != chain.first:
-            d_h = start_grad(chain, t, lambda out: torch.mm(d_pre, ctx.w_hh, out=out), d_pre.shape[0], "h")
-        # W_hh's and b_hh's gradients per step, as autograd forms them for F.linear
+            d_h = start_grad(chain, t, lambda out: torch.mm(d_pre, w_hh, out=out), d_pre.shape[0], "h")
         d_xw = d_w = d_b = None
         if t == chain.first:
-            d_xw, d_w, d_b = finish(ctx, chain, _needs(ctx))
+            d_xw, d_w, d_b = finish(chain, _needs(ctx), xw)
         return None, None, d_xw, d_h, d_w, d_b, None
 
 
 # ---- double backward --------------------------------------------------------------------
 
-def _graph_backward(ctx, *grads):
+def _graph_backward(ctx, saved, *grads):
     """``create_graph=True`` (or a step under autocast): the step recomputed with plain ops and
     differentiated, so higher derivatives stay right; the parts are recorded as numbers."""
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
-    p = chain.open_pass(t, True, grads[0], ctx.h.shape[1], ctx.c.shape[1] if is_lstm else 0)
-    d_xw_t, d_h, d_c, d_w, d_b, d_probe = _recomputed(ctx, grads, create_graph=torch.is_grad_enabled(),
+    p = chain.open_pass(t, True, grads[0], *ctx.sizes)
+    d_xw_t, d_h, d_c, d_w, d_b, d_probe = _recomputed(ctx, saved, grads, create_graph=torch.is_grad_enabled(),
                                                       detached=False)
     piece = chain.piece_of_start(t)
     if piece is not None:
@@ -233,7 +238,7 @@ def _graph_backward(ctx, *grads):
     p.add_weight_grads(d_w, d_b)
     d_all = d_w = d_b = None
     if t == chain.first:
-        d_all, d_w, d_b = finish(ctx, chain, _needs(ctx))
+        d_all, d_w, d_b = finish(chain, _needs(ctx), saved[0])
     return _as_returned(is_lstm, d_all, d_h, d_c, d_w, d_b)
 
 
@@ -246,10 +251,11 @@ def _as_returned(is_lstm, d_xw, d_h, d_c, d_w, d_b):
 def pure_backward(ctx, *grads):
     """The node's input gradients with no side effect: nothing written into the chain, nothing
     reported. For walks through the graph outside the engine (vjp.py, for ``scope.track``)."""
-    d_xw_t, d_h, d_c, d_w, d_b, _ = _recomputed(ctx, grads, create_graph=False, detached=True)
+    saved = ctx.saved_tensors
+    d_xw_t, d_h, d_c, d_w, d_b, _ = _recomputed(ctx, saved, grads, create_graph=False, detached=True)
     d_xw = None
     if d_xw_t is not None:
-        d_xw = d_xw_t.new_zeros(ctx.xw.shape)
+        d_xw = d_xw_t.new_zeros(saved[0].shape)
         d_xw[ctx.chain.rows[ctx.t]] = d_xw_t
     returned = _as_returned(ctx.chain.kind == "LSTM", d_xw, d_h, d_c, d_w, d_b)
     # as the engine sees the node: one gradient per tensor input (chain and t are not tensors)
@@ -257,16 +263,16 @@ def pure_backward(ctx, *grads):
     return tuple(g for g, keep in zip(returned, is_tensor) if keep)
 
 
-def _recomputed(ctx, grads, create_graph, detached):
+def _recomputed(ctx, saved, grads, create_graph, detached):
     """``(d xw_t, d h, d c, d W_hh, d b_hh, d c-probe)`` of the step recomputed with plain ops
     (under its forward's autocast) and differentiated; None where no gradient is wanted.
     ``detached``: from detached copies of the inputs (no hook of the user's graph runs)."""
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
-    autocast = (torch.autocast(ctx.h.device.type, dtype=ctx.autocast) if ctx.autocast is not None
+    xw, h, c, w_hh, b_hh, _ = saved
+    autocast = (torch.autocast(h.device.type, dtype=ctx.autocast) if ctx.autocast is not None
                 else contextlib.nullcontext())
     with torch.enable_grad():
-        xw, h, c, w_hh, b_hh = ctx.xw, ctx.h, ctx.c, ctx.w_hh, ctx.b_hh
         if detached:
             xw, h, c, w_hh, b_hh = (None if x is None else x.detach().requires_grad_(x.requires_grad)
                                     for x in (xw, h, c, w_hh, b_hh))
