@@ -67,12 +67,15 @@ def test_dtype_and_release_of_unused_blocks():
     assert pool.held_bytes() == 0
 
 
-@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_scope_holds_buffers_between_recorded_steps_only(kind):
+ROUTES = [("GRU", "exact"), ("LSTM", "exact"), ("LSTM", "fast")]  # the fast LSTM's BPTT pools too
+
+
+@pytest.mark.parametrize("kind,mode", ROUTES)
+def test_scope_holds_buffers_between_recorded_steps_only(kind, mode):
     torch.manual_seed(0)
     model = getattr(torch.nn, kind)(3, 8)
     x = torch.randn(5, 2, 3)
-    with gradscope.watch(model, mode="exact", every=2) as scope:
+    with gradscope.watch(model, mode=mode, every=2) as scope:
         model(x)[0].sum().backward()  # step 0: recorded
         held = scope._buffers.held_bytes()
         assert held > 0
@@ -84,8 +87,8 @@ def test_scope_holds_buffers_between_recorded_steps_only(kind):
     assert scope.steps() == [0, 2]
 
 
-@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_a_graph_kept_for_a_second_backward_keeps_its_buffers(kind):
+@pytest.mark.parametrize("kind,mode", ROUTES)
+def test_a_graph_kept_for_a_second_backward_keeps_its_buffers(kind, mode):
     """Step A is kept with retain_graph and backpropagated again after step B ran: the buffers
     A's nodes read must not have been handed to B."""
     torch.manual_seed(0)
@@ -101,7 +104,7 @@ def test_a_graph_kept_for_a_second_backward_keeps_its_buffers(kind):
         return [p.grad.clone() for p in model.parameters()]
 
     plain = sequence()
-    with gradscope.watch(model, mode="exact"):
+    with gradscope.watch(model, mode=mode):
         watched = sequence()
     for got, want in zip(watched, plain):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

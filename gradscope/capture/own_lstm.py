@@ -62,7 +62,7 @@ def jacobian_inputs(job, record, x, w, prev_h, prev_c_of):
                                        "weights": record.weights[key]}
 
 
-def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
+def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape, buffers=None):
     """The loop over t in backward order. Returns a dict of all rows' carried h and c, the
     direct part of c from h, the gate gradients, the totals of h, and the initial states'
     gradients.
@@ -71,8 +71,9 @@ def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape):
     per-op dispatch, not arithmetic, so every view a step needs is made before the loop (one
     ``split`` per tensor), the state products go straight into the next step's rows (``out=``),
     the loop runs in inference mode (no autograd dispatch), and the direct part of c (a * Kc)
-    is taken for all rows at once after it."""
-    rows = _StepRows(record, known_h, known_c, f, w_hr, reverse)
+    is taken for all rows at once after it. ``buffers``: the Scope's pool (buffers.py) for the
+    loop's buffers, which it writes a step's rows at a time (fresh pages cost most written so)."""
+    rows = _StepRows(record, known_h, known_c, f, w_hr, reverse, buffers)
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
     with torch.inference_mode():  # in place into the buffers made above
         _reverse_loop(rows, backward_plan(record, reverse), record.batch_sizes, w_hh, w_hr, dh0, dc0)
@@ -86,15 +87,19 @@ class _StepRows:
     c-sized ones as (rows, 1, H) so that they broadcast over the i, f, g gates. Each step's
     factors ``f.K`` become its gate gradients in place (no second (N, 4H) buffer)."""
 
-    def __init__(self, record, known_h, known_c, f, w_hr, reverse):
+    def __init__(self, record, known_h, known_c, f, w_hr, reverse, buffers=None):
         bs = record.batch_sizes
         n_rows, size = f.Kc.shape
-        self.carried_h = known_h.new_zeros(known_h.shape)
-        self.carried_c = known_h.new_zeros(n_rows, 1, size)
-        self.total_h = known_h.new_empty(known_h.shape)
+
+        def empty(*shape):
+            return known_h.new_empty(shape) if buffers is None else buffers.empty(shape, known_h)
+
+        self.carried_h = empty(*known_h.shape).zero_()
+        self.carried_c = empty(n_rows, 1, size).zero_()
+        self.total_h = empty(*known_h.shape)
         # a = dL/d(o * tanh c): the total itself, or through the projection
-        self.a_all = self.total_h if w_hr is None else known_h.new_empty(n_rows, size)
-        total_c = known_h.new_empty(n_rows, 1, size)
+        self.a_all = self.total_h if w_hr is None else empty(n_rows, size)
+        total_c = empty(n_rows, 1, size)
         self.known_s, self.carried_s, self.total_s = (v.split(bs) for v in (known_h, self.carried_h, self.total_h))
         self.a_s = self.total_s if w_hr is None else self.a_all.split(bs)
         self.a_u_s, self.kc_s, self.f_s = (v.unsqueeze(1).split(bs) for v in (self.a_all, f.Kc, f.F))

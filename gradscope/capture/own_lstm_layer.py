@@ -49,15 +49,17 @@ def run_layer(job, layer_in, h0, c0, weights):
     return _OwnLSTMLayer.apply(job, names, layer_in, h0, c0, *flat)
 
 
-def _stepped_forward(record, reverse, x, h0, c0, w):
+def _stepped_forward(record, reverse, x, h0, c0, w, buffers=None):
     """One direction's forward as gradscope's own loop over t, for layers whose per-step product
     is large enough to hide Python's per-op cost (``stepped``): it keeps the activated gates
     (N, 4H) in i|f|g|o order and the cell states (N, H), which the backward then need not
-    recompute. Returns ``(output rows, gates, cell states)``."""
+    recompute. Returns ``(output rows, gates, cell states)``; the cell states (which the forward
+    writes a step's rows at a time) from the Scope's pool ``buffers`` where given (the output
+    rows are the user's: never pooled)."""
     size = c0.shape[1]
     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
     gates = cpu_matmul.linear(x, w["w_ih"], bias)
-    c_all = torch.empty(x.shape[0], size, dtype=x.dtype, device=x.device)
+    c_all = x.new_empty(x.shape[0], size) if buffers is None else buffers.empty((x.shape[0], size), x)
     out = torch.empty(x.shape[0], h0.shape[1], dtype=x.dtype, device=x.device)
     previous_h = previous_c = None
     with torch.inference_mode():  # per-step ops into the buffers above: no autograd dispatch
@@ -98,7 +100,7 @@ def _stepped_layer(job, layer_in, h0, c0, weights):
     outs, hys, cys, kept = [], [], [], []
     for d in range(len(job.directions)):
         reverse = d == 1
-        out, gates, c_all = _stepped_forward(job.record, reverse, x, h0[d], c0[d], weights[d])
+        out, gates, c_all = _stepped_forward(job.record, reverse, x, h0[d], c0[d], weights[d], job.ctx.buffers)
         rows = job.record.final_rows("reverse" if reverse else "forward")
         outs.append(out)
         hys.append(out[rows])
@@ -182,7 +184,8 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
             job = None
             known_h, known_c = arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
         factors = Factors(gates, c_all, previous_states(record, reverse, c0[d], c_all))
-        parts = bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape)
+        parts = bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape,
+                     job.ctx.buffers if job is not None else None)
         if step_job is not None:
             record_parts(step_job, record, parts)
         if not want_grads:
