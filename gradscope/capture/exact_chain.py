@@ -96,7 +96,7 @@ class _Pass:
         else:
             self.d_xw = chain.empty((n, chain.gates), like)
             self.d_hh = chain.empty((n, chain.gates), like) if chain.kind == "GRU" else self.d_xw
-        self.d_w_hh = self.d_b_hh = None  # summed per step (RNN, double backward)
+        self.d_w_hh = self.d_b_hh = None  # double backward: differentiable per-step sums
         self.ran = [False] * chain.steps
         self.carried_h = chain.empty((n_carried, size_h), like) if n_carried else None
         self.carried_c = chain.empty((n_carried, size_c), like) if n_carried and size_c else None
@@ -125,26 +125,26 @@ class _Pass:
         return {"carried_h": self.carried_h, "carried_c": self.carried_c, "direct_c": self.direct_c}
 
     def add_weight_grads(self, d_w, d_b):
-        """Per-step weight gradients summed in autograd's order (later steps first); in place
-        into the first one (a tensor of our own) unless the sum must stay differentiable."""
-        self.d_w_hh = self._summed(self.d_w_hh, d_w)
-        self.d_b_hh = self._summed(self.d_b_hh, d_b)
-
-    def _summed(self, total, value):
-        if value is None:
-            return total
-        if total is None:
-            return value
-        return total + value if self.graph else total.add_(value)
+        """Double backward: a step's differentiable W_hh and b_hh gradients, summed out of place
+        (the sums stay differentiable)."""
+        self.d_w_hh = _summed(self.d_w_hh, d_w)
+        self.d_b_hh = _summed(self.d_b_hh, d_b)
 
 
-def start_grad(chain, t, compute, rows, size):
-    """The gradient of step ``t``'s starting state; its carried part is written into the carry
-    buffer (straight into it where the piece covers every row). ``compute(out)`` makes it."""
+def _summed(total, value):
+    if value is None or total is None:
+        return total if value is None else value
+    return total + value
+
+
+def start_grad(chain, t, compute, rows, state):
+    """The gradient of step ``t``'s starting ``state`` ("h" or "c", ``rows`` rows); its carried
+    part is written into the carry buffer (straight into it where the piece covers every row).
+    ``compute(out)`` makes it."""
     piece = chain.piece_of_start(t)
     if piece is None:
         return compute(None)
-    target = chain.current.carried_h if size == "h" else chain.current.carried_c
+    target = chain.current.carried_h if state == "h" else chain.current.carried_c
     if piece.stop - piece.start == rows:
         # a view of the buffer: autograd never sums into a tensor whose storage another holds
         return compute(target[piece])

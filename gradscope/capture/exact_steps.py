@@ -18,8 +18,9 @@ same way. Nothing is subtracted: each part is computed on its own, as the probes
 Gradients every step adds to (the input projection's rows, W_hh, b_hh) are written into one
 buffer of gate gradients and returned whole by the node that runs last in backward: the first
 step processed, whose state every later step depends on. W_hh's gradient is then one product
-over all steps, not a sum of one product per step (within float rounding of that sum: measured
-~5% faster for an RNN at B=32, H=256, T=200).
+over all steps, not a sum of one product per step: within float rounding of that sum, and
+measured faster (an RNN at B=32, H=256, T=200: 1.26x of the plain step with per-step products
+and sums, 1.12x-1.19x with one product, the hand-written loop 1.05x-1.15x in the same runs).
 
 Double backward (``create_graph=True``), and steps run under autocast, recompute each step with
 plain ops (under the same autocast) and differentiate it, gathering the per-step pieces the same
