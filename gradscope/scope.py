@@ -419,12 +419,6 @@ class Scope(TableSource):
             self._forget_weight_reads()
             return
         self._buffers.release_unused()
-        if any(record.restricted for record in step.received):
-            self._warn(("restricted",), (
-                "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "
-                ".backward(inputs=...)) went through a recorded step; gradscope's probes are not among its "
-                "inputs, so the watched modules' numbers of such steps are not recorded. Record steps that "
-                "call loss.backward()."))
         try:
             tables = dict(zip(("timesteps", "gates"), timestep_and_gate_tables(step)))
         except Exception as err:
@@ -433,6 +427,13 @@ class Scope(TableSource):
             if self._reducer is not None:
                 self._reducer(step.number, {})  # join the step's collective all the same: no rank waits
             return
+        if any(record.restricted for record in step.received):  # known once the records are finished
+            self._warn(("restricted",), (
+                "gradscope: a backward pass that computes only some gradients (torch.autograd.grad, or "
+                ".backward(inputs=...)) went through a recorded step without reaching every part gradscope "
+                "measures (a layer's every time step, or the zero probes that join a cell loop's calls), so "
+                "the numbers of those parts in such steps are not recorded. Record steps that call "
+                "loss.backward()."))
         try:
             tables["forward_nonfinite"] = forward_nonfinite_table(step)
         except Exception as err:  # the gradients are still worth keeping

@@ -108,3 +108,20 @@ def test_a_graph_kept_for_a_second_backward_keeps_its_buffers(kind, mode):
         watched = sequence()
     for got, want in zip(watched, plain):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,mode", ROUTES)
+def test_a_loss_kept_after_backward_holds_no_pooled_buffer(kind, mode):
+    """A training loop keeps the last step's loss (and so its graph) while the next forward
+    runs: once backward is through, that graph holds no pooled buffer, so the next step can take
+    them all again."""
+    torch.manual_seed(0)
+    model = getattr(torch.nn, kind)(3, 8)
+    x = torch.randn(5, 2, 3)
+    with gradscope.watch(model, mode=mode) as scope:
+        loss = model(x)[0].pow(2).sum()
+        loss.backward()
+        pool = scope._buffers
+        assert pool.held_bytes() > 0
+        assert all(buffers._holders(block) <= pool._idle for block in pool._blocks)
+        del loss

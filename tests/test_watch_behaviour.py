@@ -273,6 +273,48 @@ def test_partial_backward_through_a_module_measures_the_step(how, kind):
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("case", ["projection", "upper layer"])
+def test_partial_backward_that_misses_steps_records_nothing_wrong(case):
+    """A pass restricted to some inputs can skip steps: LSTM proj_size with inputs=[weight_hr]
+    never needs the first step; inputs=[an upper layer's weight] never reaches the lower layer,
+    whose final state still gets a gradient. No incomplete numbers: nothing, and a warning."""
+    torch.manual_seed(0)
+    if case == "projection":
+        model = nn.LSTM(2, 4, proj_size=3)
+        wanted = [model.weight_hr_l0]
+    else:
+        model = nn.GRU(2, 3, num_layers=2)
+        wanted = [model.weight_ih_l1]
+    x = torch.randn(5, 2, 2)
+    with pytest.warns(GradscopeWarning, match="computes only some gradients"):
+        with gradscope.watch(model, mode="exact") as scope:
+            out, h_n = model(x)
+            h_n = h_n[0] if case == "projection" else h_n
+            (out.pow(2).sum() + h_n.pow(2).sum()).backward(inputs=wanted)
+    assert scope.steps_seen == 1 and len(scope.timesteps()) == 0
+
+
+def test_a_restricted_pass_leaves_no_state_for_the_next_pass():
+    """A pass that missed the first step is dropped; the next pass through the same graph
+    (here a double backward) computes what the unwatched model computes."""
+    torch.manual_seed(0)
+    model = nn.LSTM(2, 4, proj_size=3)
+    x = torch.randn(5, 2, 2)
+
+    def run():
+        loss = model(x)[0].pow(2).sum()
+        loss.backward(inputs=[model.weight_hr_l0], retain_graph=True)
+        return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()), create_graph=True)]
+
+    want = run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradscopeWarning)
+        with gradscope.watch(model, mode="exact"):
+            got = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_partial_backward_on_cells_records_nothing_wrong():
     cell = nn.GRUCell(2, 3)
     with pytest.warns(GradscopeWarning, match="autograd.grad"):

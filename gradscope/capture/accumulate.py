@@ -198,6 +198,10 @@ class CallRecord:
         # (torch.autograd.grad, backward(inputs=...)) cannot measure the carried part
         self.probe_leaves = []
         self.restricted = False
+        # the exact route's step nodes report each series' parts once per backward pass: a
+        # series still waiting for them when the step closes was reached only in part (a pass
+        # restricted to some inputs) and its numbers would be incomplete
+        self.needs_reports = False
         self.gate_stats = []  # (layer, direction, gate, activation, tensor[count, sum, low, high])
         self.jacobian_inputs = {}  # (layer, direction) -> dict of detached tensors
         self.weights = {}  # (layer, direction) -> weights used in this forward (detached)
@@ -291,6 +295,8 @@ class CallRecord:
         """Take the norms of every series not yet reduced; return [(series, sums)]."""
         self.closed = True
         out = []
+        if self.needs_reports and any(series.pending > 0 for series in self.series.values()):
+            self.restricted = True
         if not self.received or self.restricted:
             return out
         for key, series in self.series.items():

@@ -33,6 +33,7 @@ class BufferPool:
     def __init__(self):
         self._blocks = []  # flat tensors owned by the pool
         self._used = set()  # ids of blocks handed out since the last release_unused
+        self.blocks_made = 0  # how often no free block would do
         # what a block's storage counts when nothing but the pool holds it
         self._idle = _holders(torch.empty(1)) if _use_count is not None else None
 
@@ -50,6 +51,7 @@ class BufferPool:
                 return like.new_empty(shape, dtype=dtype)
             block = like.new_empty(size, dtype=dtype)
             self._blocks.append(block)
+            self.blocks_made += 1
         self._used.add(id(block))
         return block[:size].view(shape)
 

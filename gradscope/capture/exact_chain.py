@@ -10,6 +10,7 @@ steps (the steps' starting states joined a piece at a time) and b_hh's as one su
 import torch
 
 from gradscope.capture.cpu_matmul import WEIGHT_GRADIENT_ROWS, weight_gradient
+from gradscope.capture.steps import graph_task_id as _graph_task_id
 
 
 class StepChain:
@@ -55,6 +56,10 @@ class StepChain:
         self.n_carried = acc
         self.h_prev = [None] * self.steps  # each step's starting state, detached (W_hh's gradient)
         self.current = None  # the backward pass in progress
+        # after the first backward pass: the activations and starting states are released (a
+        # graph kept alive, by the loss the caller still holds, would hold them otherwise), and
+        # a second pass (retain_graph) recomputes each step
+        self.spent = False
 
     def piece_of_start(self, t):
         """Where the carried part of step ``t``'s starting state goes: a slice of the carry
@@ -70,15 +75,20 @@ class StepChain:
 
     def open_pass(self, t, graph, like, size_h, size_c):
         """The buffers of the backward pass in progress (opened by the first node that runs),
-        with step ``t`` marked as run."""
-        if self.current is None:
+        with step ``t`` marked as run. A pass is one engine graph task: one that ended without
+        reaching the first step (a backward pass restricted to some inputs; an error part-way)
+        is dropped, and its call records nothing (``CallRecord.needs_reports``)."""
+        task = _graph_task_id()
+        if self.current is None or self.current.task != task:
             self.current = _Pass(self, graph, like, size_h, size_c)
+            self.current.task = task
         self.current.ran[t] = True
         return self.current
 
     def close_pass(self):
         done, self.current = self.current, None
         done.zero_steps_not_run(self)
+        self.acts, self.h_prev, self.spent = None, None, True
         if self.report is not None:
             self.report(done.parts())
         return done
@@ -98,6 +108,7 @@ class _Pass:
             self.d_hh = chain.empty((n, chain.gates), like) if chain.kind == "GRU" else self.d_xw
         self.d_w_hh = self.d_b_hh = None  # double backward: differentiable per-step sums
         self.ran = [False] * chain.steps
+        self.task = None
         self.carried_h = chain.empty((n_carried, size_h), like) if n_carried else None
         self.carried_c = chain.empty((n_carried, size_c), like) if n_carried and size_c else None
         self.direct_c = chain.empty((n, size_c), like) if size_c else None
@@ -157,6 +168,7 @@ def finish(chain, weight_needs, xw):
     """The first step processed runs last: return the gradients of every step's input
     projection, W_hh and b_hh, and report the parts."""
     needs_xw, needs_w, needs_b = weight_needs
+    h_prev = chain.h_prev
     p = chain.close_pass()
     d_xw = d_w = d_b = None
     if p.graph:
@@ -167,7 +179,7 @@ def finish(chain, weight_needs, xw):
     if needs_xw:
         d_xw = p.d_xw
     if needs_w:
-        d_w = _weight_gradient_by_steps(p.d_hh, chain.h_prev, chain.rows)
+        d_w = _weight_gradient_by_steps(p.d_hh, h_prev, chain.rows)
     if needs_b:
         d_b = p.d_hh.sum(0)
     return d_xw, d_w, d_b

@@ -61,12 +61,13 @@ def _gru_activations_into(xw, hh, acts):
     return acts
 
 
-def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, output=None):
-    """What every backward needs of the inputs, saved (not kept as attributes: Python's garbage
-    collector walks attributes, and through each input's node the whole graph, a cell loop then
-    spent ~50 ms a step in collections); ``ctx.saved_tensors`` is (xw, h, c, W_hh, b_hh, output)."""
+def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, extra=()):
+    """What backward needs, saved: ``ctx.saved_tensors`` is (xw, h, c, W_hh, b_hh, *extra).
+    Not kept as attributes: Python's garbage collector walks attributes, and through each
+    input's node the whole graph (a cell loop spent ~50 ms a step in collections), and an
+    attribute outlives backward for as long as the graph object does."""
     ctx.chain, ctx.t = chain, t
-    ctx.save_for_backward(xw, h, c, w_hh, b_hh, output)
+    ctx.save_for_backward(xw, h, c, w_hh, b_hh, *extra)
     ctx.sizes = (h.shape[1], c.shape[1] if c is not None else 0)
     ctx.optional = (b_hh is not None, anchor is not None)  # which optional inputs are tensors
     chain.h_prev[t] = h.detach()
@@ -76,8 +77,20 @@ def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, output=None):
 
 def _recompute(ctx):
     """Whether backward recomputes the step with plain ops: double backward
-    (``create_graph=True``), or a forward under autocast (whose casts the plain ops redo)."""
-    return torch.is_grad_enabled() or ctx.autocast is not None
+    (``create_graph=True``), a forward under autocast (whose casts the plain ops redo), or a
+    second pass through a graph kept with ``retain_graph`` (the first one released the
+    chain's activation buffer)."""
+    return torch.is_grad_enabled() or ctx.autocast is not None or ctx.chain.spent
+
+
+def _own_acts(chain, acts):
+    """A step's activations to save: None where they are rows of the chain's buffer (saved, a
+    buffer's rows would share one version counter; backward reads them from the chain)."""
+    return acts if chain.acts is None else None
+
+
+def _acts(chain, t, saved):
+    return saved if saved is not None else chain.acts[chain.rows[t]]
 
 
 def _needs(ctx):
@@ -105,8 +118,7 @@ class LSTMStep(_StepNode):
         i, f, g, o = acts.chunk(4, dim=-1)
         new_c = f * c + i * g
         tanh_c = torch.tanh(new_c)
-        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c)
-        ctx.acts, ctx.tanh_c = acts, tanh_c
+        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c, extra=(tanh_c, _own_acts(chain, acts)))
         return o * tanh_c, new_c
 
     @staticmethod
@@ -115,18 +127,18 @@ class LSTMStep(_StepNode):
         saved = ctx.saved_tensors  # once: a checkpointed graph unpacks each saved tensor once
         if _recompute(ctx):
             return _graph_backward(ctx, saved, grad_h, grad_c)
-        xw, _, c, w_hh, _, _ = saved
+        xw, _, c, w_hh, _, tanh_c, acts = saved
         p = chain.open_pass(t, False, grad_h, *ctx.sizes)
         rows = chain.rows[t]
-        i, f, g, o = ctx.acts.chunk(4, dim=-1)
-        d_c_out = _aten.tanh_backward.grad_input(grad_h * o, ctx.tanh_c, grad_input=p.direct_c[rows])
+        i, f, g, o = _acts(chain, t, acts).chunk(4, dim=-1)
+        d_c_out = _aten.tanh_backward.grad_input(grad_h * o, tanh_c, grad_input=p.direct_c[rows])
         d_c = grad_c + d_c_out
         d_gates = p.d_xw[rows]
         d_i, d_f, d_g, d_o = d_gates.chunk(4, dim=-1)
         _aten.sigmoid_backward.grad_input(torch.mul(d_c, g, out=d_i), i, grad_input=d_i)
         _aten.sigmoid_backward.grad_input(torch.mul(d_c, c, out=d_f), f, grad_input=d_f)
         _aten.tanh_backward.grad_input(torch.mul(d_c, i, out=d_g), g, grad_input=d_g)
-        _aten.sigmoid_backward.grad_input(torch.mul(grad_h, ctx.tanh_c, out=d_o), o, grad_input=d_o)
+        _aten.sigmoid_backward.grad_input(torch.mul(grad_h, tanh_c, out=d_o), o, grad_input=d_o)
         n = ctx.needs_input_grad
         d_h = d_c_prev = None
         if n[3] or t != chain.first:
@@ -149,8 +161,7 @@ class GRUStep(_StepNode):
         acts = _gru_activations_into(xw[rows], hh, chain.acts[rows] if chain.acts is not None else None)
         r, z, n = acts.chunk(3, dim=-1)
         h_minus_n = h - n
-        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor)
-        ctx.acts, ctx.hh, ctx.h_minus_n = acts, hh, h_minus_n
+        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, extra=(hh, h_minus_n, _own_acts(chain, acts)))
         return h_minus_n * z + n
 
     @staticmethod
@@ -159,16 +170,16 @@ class GRUStep(_StepNode):
         saved = ctx.saved_tensors
         if _recompute(ctx):
             return _graph_backward(ctx, saved, grad)
-        xw, _, _, w_hh, _, _ = saved
+        xw, _, _, w_hh, _, hh, h_minus_n, acts = saved
         p = chain.open_pass(t, False, grad, *ctx.sizes)
         rows = chain.rows[t]
-        r, z, n = ctx.acts.chunk(3, dim=-1)
-        hn = ctx.hh.chunk(3, dim=-1)[2]
+        r, z, n = _acts(chain, t, acts).chunk(3, dim=-1)
+        hn = hh.chunk(3, dim=-1)[2]
         d_xw = p.d_xw[rows]
         d_r, d_z, d_n = d_xw.chunk(3, dim=-1)
         _aten.tanh_backward.grad_input(grad - grad * z, n, grad_input=d_n)
         _aten.sigmoid_backward.grad_input(torch.mul(d_n, hn, out=d_r), r, grad_input=d_r)
-        _aten.sigmoid_backward.grad_input(torch.mul(grad, ctx.h_minus_n, out=d_z), z, grad_input=d_z)
+        _aten.sigmoid_backward.grad_input(torch.mul(grad, h_minus_n, out=d_z), z, grad_input=d_z)
         d_hh = p.d_hh[rows]
         size = r.shape[-1]
         d_hh[:, :2 * size] = d_xw[:, :2 * size]
@@ -191,7 +202,7 @@ class RNNStep(_StepNode):
     def forward(ctx, chain, t, xw, h, w_hh, b_hh, anchor):
         pre = xw[chain.rows[t]] + F.linear(h, w_hh, b_hh)
         new_h = torch.relu(pre) if chain.kind == "RNN_RELU" else torch.tanh(pre)
-        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, output=new_h)
+        _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, extra=(new_h,))
         return new_h
 
     @staticmethod
@@ -270,7 +281,7 @@ def _recomputed(ctx, saved, grads, create_graph, detached):
     ``detached``: from detached copies of the inputs (no hook of the user's graph runs)."""
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
-    xw, h, c, w_hh, b_hh, _ = saved
+    xw, h, c, w_hh, b_hh = saved[:5]
     autocast = (torch.autocast(h.device.type, dtype=ctx.autocast) if ctx.autocast is not None
                 else contextlib.nullcontext())
     with torch.enable_grad():

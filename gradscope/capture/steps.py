@@ -61,7 +61,7 @@ class Step:
         return index
 
 
-def _graph_task_id():
+def graph_task_id():
     """The id of the backward pass running on this thread (-1 outside one; None if unknown)."""
     current = getattr(torch._C, "_current_graph_task_id", None)
     return current() if current is not None else None
@@ -126,7 +126,7 @@ class StepClock:
         # A backward pass that reached the step queued its close; the engine runs queued
         # callbacks only when the pass ends without an error. Still queued and open outside any
         # backward pass: that pass raised (in a user's hook, a KeyboardInterrupt, ...).
-        return step.queued and not step.closed and _graph_task_id() == -1
+        return step.queued and not step.closed and graph_task_id() == -1
 
     def _drop(self, step):
         """Forget a step whose backward pass raised: its numbers are partial, so it is neither

@@ -100,6 +100,7 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     reverse = direction == "reverse"
     steps = len(bs)
     _add_series(record, is_lstm, layer, direction, carry=steps > 1)
+    record.needs_reports = True
     # GRU/LSTM activations go straight into one buffer the gate statistics read once (an RNN's
     # one "gate" is its output)
     gated = ctx.gate_stats and kind in ("GRU", "LSTM")
