@@ -53,10 +53,8 @@ def test_first_and_second_derivatives(kind, reverse, bias):
         return (out, h) + ((c,) if kind == "LSTM" else ())
 
     inputs = (xw, h0, c0, w_hh) + ((b_hh,) if bias else ())
-    # gradcheck also runs backward twice through one graph: the second pass recomputes each step
-    # (the first released the activations), equal up to rounding
-    assert torch.autograd.gradcheck(whole, inputs, nondet_tol=1e-12)
-    assert torch.autograd.gradgradcheck(whole, inputs, nondet_tol=1e-12)
+    assert torch.autograd.gradcheck(whole, inputs)
+    assert torch.autograd.gradgradcheck(whole, inputs)
 
 
 def plain_step(kind, xw_t, h, c, w_hh, b_hh, c_probe):

@@ -294,6 +294,58 @@ def test_partial_backward_that_misses_steps_records_nothing_wrong(case):
     assert scope.steps_seen == 1 and len(scope.timesteps()) == 0
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_partial_backward_that_misses_a_layer_of_any_length_records_nothing_wrong(steps):
+    """A one-step call has no carried part, and its nodes still must have reported."""
+    torch.manual_seed(0)
+    model = nn.GRU(2, 3, num_layers=2)
+    x = torch.randn(steps, 2, 2)
+    with pytest.warns(GradscopeWarning, match="computes only some gradients"):
+        with gradscope.watch(model, mode="exact") as scope:
+            out, h_n = model(x)
+            (out.pow(2).sum() + h_n.pow(2).sum()).backward(inputs=[model.weight_ih_l1])
+    assert len(scope.timesteps()) == 0
+
+
+def test_a_module_with_one_incomplete_call_is_left_out_whole():
+    torch.manual_seed(0)
+    model = nn.GRU(2, 3, num_layers=2)
+    with pytest.warns(GradscopeWarning, match="computes only some gradients"):
+        with gradscope.watch(model, mode="exact") as scope:
+            first, _ = model(torch.randn(4, 2, 2))
+            second, _ = model(torch.randn(1, 2, 2))
+            (first.pow(2).sum() + second.pow(2).sum()).backward(inputs=[model.weight_ih_l1])
+    assert len(scope.timesteps()) == 0  # not the second call alone, renumbered as call 0
+
+
+@pytest.mark.parametrize("cell", ["GRUCell", "LSTMCell"])
+def test_a_second_pass_runs_a_users_hook_once(cell):
+    """retain_graph: the second pass through a recorded cell applies a hook on the state the
+    user passed in once, as unwatched."""
+    torch.manual_seed(0)
+    model = getattr(nn, cell)(3, 4)
+    x = torch.randn(2, 3)
+
+    def run():
+        hx = torch.ones(2, 4).requires_grad_()
+        hx.register_hook(lambda g: g * 2)
+        state = (hx, torch.zeros(2, 4)) if cell == "LSTMCell" else hx
+        out = model(x, state)
+        loss = (out[0] if cell == "LSTMCell" else out).pow(2).sum()
+        loss.backward(retain_graph=True)
+        first, hx.grad = hx.grad.clone(), None
+        loss.backward()
+        return first, hx.grad
+
+    want = run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradscopeWarning)
+        with gradscope.watch(model, mode="exact"):
+            got = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 def test_a_restricted_pass_leaves_no_state_for_the_next_pass():
     """A pass that missed the first step is dropped; the next pass through the same graph
     (here a double backward) computes what the unwatched model computes."""

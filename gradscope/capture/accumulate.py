@@ -291,12 +291,16 @@ class CallRecord:
                 self.add(layer, direction, state, part, grad[layer * n_dir + d],
                          self.final_rows(direction))
 
+    def settle(self):
+        """At the step's close: a call whose step nodes did not all report is restricted."""
+        if self.needs_reports and any(series.pending > 0 for series in self.series.values()):
+            self.restricted = True
+
     def finish(self):
         """Take the norms of every series not yet reduced; return [(series, sums)]."""
         self.closed = True
         out = []
-        if self.needs_reports and any(series.pending > 0 for series in self.series.values()):
-            self.restricted = True
+        self.settle()
         if not self.received or self.restricted:
             return out
         for key, series in self.series.items():

@@ -11,6 +11,7 @@ import torch
 
 from gradscope.capture.cpu_matmul import WEIGHT_GRADIENT_ROWS, weight_gradient
 from gradscope.capture.steps import graph_task_id as _graph_task_id
+from gradscope.capture.steps import queue_at_end_of_backward as _queue_at_end_of_backward
 
 
 class StepChain:
@@ -56,10 +57,7 @@ class StepChain:
         self.n_carried = acc
         self.h_prev = [None] * self.steps  # each step's starting state, detached (W_hh's gradient)
         self.current = None  # the backward pass in progress
-        # after the first backward pass: the activations and starting states are released (a
-        # graph kept alive, by the loss the caller still holds, would hold them otherwise), and
-        # a second pass (retain_graph) recomputes each step
-        self.spent = False
+
 
     def piece_of_start(self, t):
         """Where the carried part of step ``t``'s starting state goes: a slice of the carry
@@ -73,25 +71,36 @@ class StepChain:
             return like.new_empty(shape)
         return self.buffers.empty(shape, like)
 
-    def open_pass(self, t, graph, like, size_h, size_c):
-        """The buffers of the backward pass in progress (opened by the first node that runs),
-        with step ``t`` marked as run. A pass is one engine graph task: one that ended without
-        reaching the first step (a backward pass restricted to some inputs; an error part-way)
-        is dropped, and its call records nothing (``CallRecord.needs_reports``)."""
+    def open_pass(self, t, graph, like, size_h, size_c, node):
+        """The buffers of the backward pass in progress (opened by the first node that runs,
+        ``node``), with step ``t`` marked as run. A pass is one engine graph task: one that ended
+        without reaching the first step (a backward pass restricted to some inputs; an error
+        part-way) is dropped, and its call records nothing (``CallRecord.needs_reports``)."""
         task = _graph_task_id()
         if self.current is None or self.current.task != task:
             self.current = _Pass(self, graph, like, size_h, size_c)
             self.current.task = task
+            _queue_at_end_of_backward(lambda done=self.current: self._task_ended(done, node))
         self.current.ran[t] = True
         return self.current
 
     def close_pass(self):
         done, self.current = self.current, None
         done.zero_steps_not_run(self)
-        self.acts, self.h_prev, self.spent = None, None, True
         if self.report is not None:
             self.report(done.parts())
         return done
+
+    def _task_ended(self, done, node):
+        """After the backward pass: drop a pass that never closed, and once the graph is freed
+        (no ``retain_graph``: no pass can come again) the activations and starting states, which
+        a graph the caller keeps (the last loss) would otherwise hold."""
+        if self.current is done:
+            self.current = None
+        try:
+            node._raw_saved_tensors  # raises once backward has freed the graph's saved tensors
+        except RuntimeError:
+            self.acts = self.h_prev = None
 
 
 class _Pass:

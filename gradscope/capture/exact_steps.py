@@ -77,10 +77,8 @@ def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, extra=()):
 
 def _recompute(ctx):
     """Whether backward recomputes the step with plain ops: double backward
-    (``create_graph=True``), a forward under autocast (whose casts the plain ops redo), or a
-    second pass through a graph kept with ``retain_graph`` (the first one released the
-    chain's activation buffer)."""
-    return torch.is_grad_enabled() or ctx.autocast is not None or ctx.chain.spent
+    (``create_graph=True``), or a forward under autocast (whose casts the plain ops redo)."""
+    return torch.is_grad_enabled() or ctx.autocast is not None
 
 
 def _own_acts(chain, acts):
@@ -128,7 +126,7 @@ class LSTMStep(_StepNode):
         if _recompute(ctx):
             return _graph_backward(ctx, saved, grad_h, grad_c)
         xw, _, c, w_hh, _, tanh_c, acts = saved
-        p = chain.open_pass(t, False, grad_h, *ctx.sizes)
+        p = chain.open_pass(t, False, grad_h, *ctx.sizes, ctx)
         rows = chain.rows[t]
         i, f, g, o = _acts(chain, t, acts).chunk(4, dim=-1)
         d_c_out = _aten.tanh_backward.grad_input(grad_h * o, tanh_c, grad_input=p.direct_c[rows])
@@ -171,7 +169,7 @@ class GRUStep(_StepNode):
         if _recompute(ctx):
             return _graph_backward(ctx, saved, grad)
         xw, _, _, w_hh, _, hh, h_minus_n, acts = saved
-        p = chain.open_pass(t, False, grad, *ctx.sizes)
+        p = chain.open_pass(t, False, grad, *ctx.sizes, ctx)
         rows = chain.rows[t]
         r, z, n = _acts(chain, t, acts).chunk(3, dim=-1)
         hn = hh.chunk(3, dim=-1)[2]
@@ -212,7 +210,7 @@ class RNNStep(_StepNode):
         if _recompute(ctx):
             return _graph_backward(ctx, saved, grad)
         xw, _, _, w_hh, _, new_h = saved
-        p = chain.open_pass(t, False, grad, *ctx.sizes)
+        p = chain.open_pass(t, False, grad, *ctx.sizes, ctx)
         d_pre = p.d_xw[chain.rows[t]]
         if chain.kind == "RNN_RELU":
             _aten.threshold_backward.grad_input(grad, new_h, 0, grad_input=d_pre)
@@ -235,9 +233,12 @@ def _graph_backward(ctx, saved, *grads):
     differentiated, so higher derivatives stay right; the parts are recorded as numbers."""
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
-    p = chain.open_pass(t, True, grads[0], *ctx.sizes)
-    d_xw_t, d_h, d_c, d_w, d_b, d_probe = _recomputed(ctx, saved, grads, create_graph=torch.is_grad_enabled(),
-                                                      detached=False)
+    p = chain.open_pass(t, True, grads[0], *ctx.sizes, ctx)
+    create_graph = torch.is_grad_enabled()
+    # without create_graph no graph is needed: recompute from detached inputs, so that no hook on
+    # them (a user's, on the state passed to a cell) runs inside this node's backward
+    d_xw_t, d_h, d_c, d_w, d_b, d_probe = _recomputed(ctx, saved, grads, create_graph=create_graph,
+                                                      detached=not create_graph)
     piece = chain.piece_of_start(t)
     if piece is not None:
         size = piece.stop - piece.start

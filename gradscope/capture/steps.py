@@ -48,6 +48,8 @@ class Step:
 
     def close_calls(self):
         """Fix the calls the step's tables are made of (``calls()`` once, at close) and return them."""
+        for record in self.received:
+            record.settle()  # a call found incomplete leaves its module out whole
         self.closed_calls = self.calls()
         return self.closed_calls
 
@@ -67,7 +69,7 @@ def graph_task_id():
     return current() if current is not None else None
 
 
-def _queue_at_end_of_backward(callback):
+def queue_at_end_of_backward(callback):
     # The engine runs queued callbacks once the current backward pass has finished; DDP uses
     # the same hook to know that all gradients are in.
     torch.autograd.Variable._execution_engine.queue_callback(callback)
@@ -108,7 +110,7 @@ class StepClock:
         if step.queued or step.closed or step is not self.current:
             return
         step.queued = True
-        _queue_at_end_of_backward(lambda: self._close(step))
+        queue_at_end_of_backward(lambda: self._close(step))
 
     def _close(self, step):
         if step.closed or step is not self.current:

@@ -151,9 +151,10 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
 
 
 def _add_series(record, is_lstm, layer, direction, carry):
-    """The series of this layer and direction; ``pending``: the parts the step nodes report
-    (carried h; for LSTM carried and direct c) before the norms can be taken."""
-    record.add_series(layer, direction, "h", pending=1 if carry else 0)
+    """The series of this layer and direction; ``pending``: the reports the step nodes make
+    before the norms can be taken (h: one, even with no carried part, so that a call whose nodes
+    never reported is known; for LSTM c: carried and direct)."""
+    record.add_series(layer, direction, "h", pending=1)
     if is_lstm:
         record.add_series(layer, direction, "c", pending=2 if carry else 1)
 
@@ -166,7 +167,7 @@ def _reporter(ctx, record, is_lstm, layer, direction, carried_rows):
         try:
             if parts["carried_h"] is not None:
                 record.add(layer, direction, "h", "carried", parts["carried_h"], carried_rows, owned=True)
-                record.probe_fired(layer, direction, "h")
+            record.probe_fired(layer, direction, "h")
             if is_lstm:
                 if parts["carried_c"] is not None:
                     record.add(layer, direction, "c", "carried", parts["carried_c"], carried_rows, owned=True)
