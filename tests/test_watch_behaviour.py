@@ -294,6 +294,17 @@ def test_partial_backward_that_misses_steps_records_nothing_wrong(case):
     assert scope.steps_seen == 1 and len(scope.timesteps()) == 0
 
 
+def assert_watched_equals_plain(model, run, **tolerance):
+    """``run()``'s tensors unwatched, then on the exact route (its warnings ignored), equal."""
+    want = run()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradscopeWarning)
+        with gradscope.watch(model, mode="exact"):
+            got = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
 @pytest.mark.parametrize("steps", [1, 3])
 def test_partial_backward_that_misses_a_layer_of_any_length_records_nothing_wrong(steps):
     """A one-step call has no carried part, and its nodes still must have reported."""
@@ -337,13 +348,7 @@ def test_a_second_pass_runs_a_users_hook_once(cell):
         loss.backward()
         return first, hx.grad
 
-    want = run()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GradscopeWarning)
-        with gradscope.watch(model, mode="exact"):
-            got = run()
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b)
+    assert_watched_equals_plain(model, run)
 
 
 def test_a_restricted_pass_leaves_no_state_for_the_next_pass():
@@ -358,13 +363,7 @@ def test_a_restricted_pass_leaves_no_state_for_the_next_pass():
         loss.backward(inputs=[model.weight_hr_l0], retain_graph=True)
         return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()), create_graph=True)]
 
-    want = run()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GradscopeWarning)
-        with gradscope.watch(model, mode="exact"):
-            got = run()
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert_watched_equals_plain(model, run, rtol=1e-5, atol=1e-7)
 
 
 def test_partial_backward_on_cells_records_nothing_wrong():
