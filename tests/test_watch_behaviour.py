@@ -394,3 +394,29 @@ def test_empty_batch_passes_through_silently():
     with gradscope.watch(model) as scope:
         out, _ = model(torch.randn(4, 0, 2, requires_grad=True))
     assert out.shape == (4, 0, 3) and len(scope.timesteps()) == 0
+
+
+def test_a_failed_report_drops_its_layer_and_says_why(monkeypatch):
+    """An error while the exact route's step nodes report their parts spoils that layer's
+    numbers (none rather than wrong ones) with a warning that says a measurement failed, not
+    that the backward pass was a partial one."""
+    from gradscope.capture.accumulate import CallRecord
+    real_add = CallRecord.add
+
+    def failing_add(self, layer, direction, state, part, grad, rows=None, owned=False):
+        if part == "carried" and layer == 0:
+            raise RuntimeError("injected")
+        return real_add(self, layer, direction, state, part, grad, rows, owned)
+
+    monkeypatch.setattr(CallRecord, "add", failing_add)
+    torch.manual_seed(0)
+    model = nn.LSTM(2, 3, num_layers=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with gradscope.watch(model, mode="exact") as scope:
+            model(torch.randn(4, 2, 2))[0].pow(2).sum().backward()
+    messages = [str(w.message) for w in caught]
+    assert any("a measurement failed" in m and "injected" in m for m in messages)
+    assert not any("computes only some gradients" in m for m in messages)
+    table = scope.timesteps()
+    assert set(table["layer"]) == {1}  # layer 0 dropped, layer 1 kept

@@ -70,7 +70,7 @@ class Series:
 
     def __init__(self, key, pending):
         self.key = key
-        self.pending = pending  # internal probes still to fire before the norms can be taken
+        self.pending = pending  # reports (probes, step nodes) still to come before the norms can be taken
         self.parts = {p: Accumulator() for p in _PARTS}
         # (5, T) float64: sum over active rows of |total|, |carried|, |direct|, nonfinite, and
         # |total| over the finite rows only (what is left to plot when one sequence is NaN)

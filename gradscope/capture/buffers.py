@@ -23,6 +23,12 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)
 MIN_POOLED_BYTES = 1 << 20
 
 
+def empty(pool, shape, like):
+    """An uninitialised tensor of ``shape`` like ``like``: from ``pool`` (a BufferPool), or a
+    plain allocation where there is none (nothing is watching, or the step is not live)."""
+    return like.new_empty(shape) if pool is None else pool.empty(shape, like)
+
+
 def _holders(tensor):
     return _use_count(tensor.untyped_storage()._cdata)
 

@@ -9,6 +9,7 @@ steps (the steps' starting states joined a piece at a time) and b_hh's as one su
 
 import torch
 
+from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.cpu_matmul import WEIGHT_GRADIENT_ROWS, weight_gradient
 from gradscope.capture.steps import graph_task_id as _graph_task_id
 from gradscope.capture.steps import queue_at_end_of_backward as _queue_at_end_of_backward
@@ -67,9 +68,7 @@ class StepChain:
         return self.pieces[t if self.reverse else t - 1]
 
     def empty(self, shape, like):
-        if self.buffers is None:
-            return like.new_empty(shape)
-        return self.buffers.empty(shape, like)
+        return pooled_empty(self.buffers, shape, like)
 
     def open_pass(self, t, graph, like, size_h, size_c, node):
         """The buffers of the backward pass in progress (opened by the first node that runs,

@@ -98,11 +98,31 @@ def _needs(ctx):
 
 
 class _StepNode(torch.autograd.Function):
-    """What the step nodes share: a backward without side effects for graph walks (vjp.py)."""
+    """What the step nodes share: the backward around each cell's own derivative
+    (``step_backward``), and a backward without side effects for graph walks (vjp.py)."""
+
+    @staticmethod
+    def backward(ctx, *grads):
+        chain, t = ctx.chain, ctx.t
+        saved = ctx.saved_tensors  # once: a checkpointed graph unpacks each saved tensor once
+        if _recompute(ctx):
+            return _graph_backward(ctx, saved, *grads)
+        p = chain.open_pass(t, False, grads[0], *ctx.sizes, ctx)
+        d_h, d_c = ctx._forward_cls.step_backward(ctx, chain, t, p, saved, *grads)
+        d_xw = d_w = d_b = None
+        if t == chain.first:
+            d_xw, d_w, d_b = finish(chain, _needs(ctx), saved[0])
+        return _as_returned(chain.kind == "LSTM", d_xw, d_h, d_c, d_w, d_b)
 
     @staticmethod
     def pure_backward(ctx, *grads):
         return pure_backward(ctx, *grads)
+
+
+def _wants_start(ctx, chain, t, state_index):
+    """Whether a step computes its starting state's gradient: always, but for the first step
+    processed (whose start is the initial state) only where that wants one."""
+    return t != chain.first or ctx.needs_input_grad[state_index]
 
 
 class LSTMStep(_StepNode):
@@ -120,13 +140,8 @@ class LSTMStep(_StepNode):
         return o * tanh_c, new_c
 
     @staticmethod
-    def backward(ctx, grad_h, grad_c):
-        chain, t = ctx.chain, ctx.t
-        saved = ctx.saved_tensors  # once: a checkpointed graph unpacks each saved tensor once
-        if _recompute(ctx):
-            return _graph_backward(ctx, saved, grad_h, grad_c)
-        xw, _, c, w_hh, _, tanh_c, acts = saved
-        p = chain.open_pass(t, False, grad_h, *ctx.sizes, ctx)
+    def step_backward(ctx, chain, t, p, saved, grad_h, grad_c):
+        _, _, c, w_hh, _, tanh_c, acts = saved
         rows = chain.rows[t]
         i, f, g, o = _acts(chain, t, acts).chunk(4, dim=-1)
         d_c_out = _aten.tanh_backward.grad_input(grad_h * o, tanh_c, grad_input=p.direct_c[rows])
@@ -137,16 +152,12 @@ class LSTMStep(_StepNode):
         _aten.sigmoid_backward.grad_input(torch.mul(d_c, c, out=d_f), f, grad_input=d_f)
         _aten.tanh_backward.grad_input(torch.mul(d_c, i, out=d_g), g, grad_input=d_g)
         _aten.sigmoid_backward.grad_input(torch.mul(grad_h, tanh_c, out=d_o), o, grad_input=d_o)
-        n = ctx.needs_input_grad
         d_h = d_c_prev = None
-        if n[3] or t != chain.first:
+        if _wants_start(ctx, chain, t, 3):
             d_h = start_grad(chain, t, lambda out: torch.mm(d_gates, w_hh, out=out), d_gates.shape[0], "h")
-        if n[4] or t != chain.first:
+        if _wants_start(ctx, chain, t, 4):
             d_c_prev = start_grad(chain, t, lambda out: torch.mul(d_c, f, out=out), d_c.shape[0], "c")
-        d_xw = d_w = d_b = None
-        if t == chain.first:
-            d_xw, d_w, d_b = finish(chain, _needs(ctx), xw)
-        return None, None, d_xw, d_h, d_c_prev, d_w, d_b, None
+        return d_h, d_c_prev
 
 
 class GRUStep(_StepNode):
@@ -163,13 +174,8 @@ class GRUStep(_StepNode):
         return h_minus_n * z + n
 
     @staticmethod
-    def backward(ctx, grad):
-        chain, t = ctx.chain, ctx.t
-        saved = ctx.saved_tensors
-        if _recompute(ctx):
-            return _graph_backward(ctx, saved, grad)
-        xw, _, _, w_hh, _, hh, h_minus_n, acts = saved
-        p = chain.open_pass(t, False, grad, *ctx.sizes, ctx)
+    def step_backward(ctx, chain, t, p, saved, grad):
+        _, _, _, w_hh, _, hh, h_minus_n, acts = saved
         rows = chain.rows[t]
         r, z, n = _acts(chain, t, acts).chunk(3, dim=-1)
         hn = hh.chunk(3, dim=-1)[2]
@@ -182,15 +188,11 @@ class GRUStep(_StepNode):
         size = r.shape[-1]
         d_hh[:, :2 * size] = d_xw[:, :2 * size]
         torch.mul(d_n, r, out=d_hh[:, 2 * size:])
-        d_h = None
-        if ctx.needs_input_grad[3] or t != chain.first:
-            # through W_hh and through (h - n) * z, summed as autograd sums a tensor's two uses
-            d_h = start_grad(chain, t, lambda out: torch.add(torch.mm(d_hh, w_hh), grad * z, out=out),
-                              d_hh.shape[0], "h")
-        d_all = d_w = d_b = None
-        if t == chain.first:
-            d_all, d_w, d_b = finish(chain, _needs(ctx), xw)
-        return None, None, d_all, d_h, d_w, d_b, None
+        if not _wants_start(ctx, chain, t, 3):
+            return None, None
+        # through W_hh and through (h - n) * z, summed as autograd sums a tensor's two uses
+        return start_grad(chain, t, lambda out: torch.add(torch.mm(d_hh, w_hh), grad * z, out=out),
+                          d_hh.shape[0], "h"), None
 
 
 class RNNStep(_StepNode):
@@ -204,26 +206,16 @@ class RNNStep(_StepNode):
         return new_h
 
     @staticmethod
-    def backward(ctx, grad):
-        chain, t = ctx.chain, ctx.t
-        saved = ctx.saved_tensors
-        if _recompute(ctx):
-            return _graph_backward(ctx, saved, grad)
-        xw, _, _, w_hh, _, new_h = saved
-        p = chain.open_pass(t, False, grad, *ctx.sizes, ctx)
+    def step_backward(ctx, chain, t, p, saved, grad):
+        _, _, _, w_hh, _, new_h = saved
         d_pre = p.d_xw[chain.rows[t]]
         if chain.kind == "RNN_RELU":
             _aten.threshold_backward.grad_input(grad, new_h, 0, grad_input=d_pre)
         else:
             _aten.tanh_backward.grad_input(grad, new_h, grad_input=d_pre)
-        n = ctx.needs_input_grad
-        d_h = None
-        if n[3] or t != chain.first:
-            d_h = start_grad(chain, t, lambda out: torch.mm(d_pre, w_hh, out=out), d_pre.shape[0], "h")
-        d_xw = d_w = d_b = None
-        if t == chain.first:
-            d_xw, d_w, d_b = finish(chain, _needs(ctx), xw)
-        return None, None, d_xw, d_h, d_w, d_b, None
+        if not _wants_start(ctx, chain, t, 3):
+            return None, None
+        return start_grad(chain, t, lambda out: torch.mm(d_pre, w_hh, out=out), d_pre.shape[0], "h"), None
 
 
 # ---- double backward --------------------------------------------------------------------

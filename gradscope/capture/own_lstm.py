@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
+from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.own_bptt import add_at_final, backward_plan
 
 
@@ -92,7 +93,7 @@ class _StepRows:
         n_rows, size = f.Kc.shape
 
         def empty(*shape):
-            return known_h.new_empty(shape) if buffers is None else buffers.empty(shape, known_h)
+            return pooled_empty(buffers, shape, known_h)
 
         self.carried_h = empty(*known_h.shape).zero_()
         self.carried_c = empty(n_rows, 1, size).zero_()

@@ -15,6 +15,7 @@ import torch
 from torch import _VF
 
 from gradscope.capture import cpu_matmul
+from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.fast_adjoint import cell_scan, previous_states, start_states
 from gradscope.capture.own_bptt import OwnLayerJob, processing_order, spoil_and_warn
 from gradscope.capture.gate_stats import gate_statistics
@@ -59,7 +60,7 @@ def _stepped_forward(record, reverse, x, h0, c0, w, buffers=None):
     size = c0.shape[1]
     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
     gates = cpu_matmul.linear(x, w["w_ih"], bias)
-    c_all = x.new_empty(x.shape[0], size) if buffers is None else buffers.empty((x.shape[0], size), x)
+    c_all = pooled_empty(buffers, (x.shape[0], size), x)
     out = torch.empty(x.shape[0], h0.shape[1], dtype=x.dtype, device=x.device)
     previous_h = previous_c = None
     with torch.inference_mode():  # per-step ops into the buffers above: no autograd dispatch

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture.accumulate import CallRecord
+from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.forward_nonfinite import note_nonfinite_rows
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.module_call import ModuleCall
@@ -99,14 +100,14 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     is_lstm = kind == "LSTM"
     reverse = direction == "reverse"
     steps = len(bs)
-    _add_series(record, is_lstm, layer, direction, carry=steps > 1)
+    _add_series(record, is_lstm, layer, direction)
     record.needs_reports = True
     # GRU/LSTM activations go straight into one buffer the gate statistics read once (an RNN's
     # one "gate" is its output)
     gated = ctx.gate_stats and kind in ("GRU", "LSTM")
     acts = None
     if gated:
-        acts = ctx.buffers.empty(xw.shape, xw) if ctx.buffers is not None else xw.new_empty(xw.shape)
+        acts = pooled_empty(ctx.buffers, xw.shape, xw)
     chain = StepChain(kind, xw, bs, reverse, acts=acts, buffers=ctx.buffers,
                       report=_reporter(ctx, record, is_lstm, layer, direction, _carried_rows(record, bs, reverse)))
     w_hh, b_hh, w_hr = weights["w_hh"], weights["b_hh"], weights["w_hr"]
@@ -150,31 +151,32 @@ def run_direction(ctx, record, kind, layer, direction, xw, bs, h0, c0, weights):
     return rows, _joined(finals_h), _joined(finals_c) if is_lstm else None
 
 
-def _add_series(record, is_lstm, layer, direction, carry):
-    """The series of this layer and direction; ``pending``: the reports the step nodes make
-    before the norms can be taken (h: one, even with no carried part, so that a call whose nodes
-    never reported is known; for LSTM c: carried and direct)."""
-    record.add_series(layer, direction, "h", pending=1)
-    if is_lstm:
-        record.add_series(layer, direction, "c", pending=2 if carry else 1)
+def _add_series(record, is_lstm, layer, direction):
+    """The series of this layer and direction, each waiting for the one report the step nodes
+    make per backward pass (so a call whose nodes did not all report is known at close)."""
+    for state in ("h", "c") if is_lstm else ("h",):
+        record.add_series(layer, direction, state, pending=1)
 
 
 def _reporter(ctx, record, is_lstm, layer, direction, carried_rows):
     """What the step nodes call once per backward pass with the parts they computed."""
+    states = ("h", "c") if is_lstm else ("h",)
+
     def report(parts):
         if not ctx.live() or record.closed:
             return
         try:
-            if parts["carried_h"] is not None:
-                record.add(layer, direction, "h", "carried", parts["carried_h"], carried_rows, owned=True)
-            record.probe_fired(layer, direction, "h")
-            if is_lstm:
-                if parts["carried_c"] is not None:
-                    record.add(layer, direction, "c", "carried", parts["carried_c"], carried_rows, owned=True)
-                    record.probe_fired(layer, direction, "c")
-                record.add(layer, direction, "c", "direct", parts["direct_c"], None)
-                record.probe_fired(layer, direction, "c")
-        except Exception as err:  # never break the user's backward pass
+            for state in states:
+                if parts[f"carried_{state}"] is not None:
+                    record.add(layer, direction, state, "carried", parts[f"carried_{state}"], carried_rows,
+                               owned=True)
+                if state == "c":
+                    record.add(layer, direction, state, "direct", parts["direct_c"], None)
+                record.probe_fired(layer, direction, state)
+        except Exception as err:  # never break the user's backward pass; no number rather than a wrong one
+            for state in states:
+                series = record.series[(layer, direction, state)]
+                series.spoiled, series.pending = True, 0
             ctx.warn(("hook", type(err).__name__), f"gradscope: a measurement failed and was dropped "
                                                   f"({type(err).__name__}: {err})")
         ctx.reached()
