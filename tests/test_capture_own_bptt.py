@@ -187,6 +187,21 @@ def test_row_norms_over_the_whole_range(dtype):
     assert nonfinite_rows(rows, got).tolist() == [False, False, False, False, True, True, False, False]
 
 
+@pytest.mark.parametrize("zero_rows", [3, 90], ids=["few-zero-rows", "mostly-zero-rows"])
+def test_row_norms_widen_only_the_rows_that_need_it(zero_rows):
+    """A few extreme rows among many are taken again one by one; where most rows are zero (a
+    direct part the loss reads at a few steps) the zero rows are found first. Either way every
+    norm is right, and a tiny row among zeros is not read as zero."""
+    rows = torch.randn(100, 32, generator=torch.Generator().manual_seed(1))
+    rows[:zero_rows] = 0
+    rows[zero_rows] = rows[zero_rows] * 1e-30  # squares underflow in float32
+    rows[zero_rows + 1] = rows[zero_rows + 1] * 1e30  # squares overflow in float32
+    want = [math.hypot(*row.double().tolist()) for row in rows]
+    got = row_norms(rows).tolist()
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == pytest.approx(w, rel=1e-6, abs=0), i
+
+
 def test_oned_nn_products_equal_torch_and_fall_back(monkeypatch):
     monkeypatch.setattr(cpu_matmul, "ONEDNN_MIN_WORK", 1)  # oneDNN even for these small products
     gen = torch.Generator().manual_seed(0)

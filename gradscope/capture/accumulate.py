@@ -66,7 +66,7 @@ class Accumulator:
 class Series:
     """One (layer, direction, state) of one call: its parts, then its per-t sums of norms."""
 
-    __slots__ = ("key", "pending", "parts", "sums", "spoiled")
+    __slots__ = ("key", "pending", "parts", "sums", "spoiled", "total")
 
     def __init__(self, key, pending):
         self.key = key
@@ -76,6 +76,7 @@ class Series:
         # |total| over the finite rows only (what is left to plot when one sequence is NaN)
         self.sums = None
         self.spoiled = False
+        self.total = None  # carried + direct, where the route summed them already (fast BPTT)
 
     def add(self, part, grad, rows, record, owned=False):
         if self.sums is not None:
@@ -98,19 +99,21 @@ class Series:
             return
         norms = _norms_in_place(carried, direct) if _sums_in_place(carried, direct) else None
         if norms is None:
-            norms = _norms(carried.whole(record.n_rows), direct.whole(record.n_rows))
+            norms = _norms(carried.whole(record.n_rows), direct.whole(record.n_rows), self.total)
         self.sums = record.segment_sum(norms)
-        self.parts = None  # free the (N, S) buffers now
+        self.parts = self.total = None  # free the (N, S) buffers now
 
 
-def _norms(carried, direct):
-    """(5, N): |total|, |carried|, |direct|, nonfinite, |total| of finite rows (see Series)."""
+def _norms(carried, direct, total=None):
+    """(5, N): |total|, |carried|, |direct|, nonfinite, |total| of finite rows (see Series).
+    ``total``: carried + direct where the caller has it (one pass over (N, S) fewer)."""
     like = carried if carried is not None else direct
     if carried is None:
         carried = torch.zeros_like(like)
     if direct is None:
         direct = torch.zeros_like(like)
-    total = carried + direct
+    if total is None:
+        total = carried + direct
     total_norm = row_norms(total)
     return _stacked(total_norm, row_norms(carried), row_norms(direct), nonfinite_rows(total, total_norm))
 
@@ -273,6 +276,13 @@ class CallRecord:
             return
         self.gradient_arrived()
         self.series[(layer, direction, state)].add(part, grad, rows, self, owned)
+
+    def add_total(self, layer, direction, state, total):
+        """The sum of every part of a series, where the route has already made it (the fast
+        route's BPTT sums them on its way): the norms then need not sum the parts again. Give
+        it before the last report (``probe_fired``)."""
+        if not self.closed:
+            self.series[(layer, direction, state)].total = total
 
     def probe_fired(self, layer, direction, state):
         if not self.closed:

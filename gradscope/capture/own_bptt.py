@@ -258,13 +258,14 @@ def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
     z_s = z.split(bs) if gru else None
     g_s = K.view(K.shape[0], -1).split(bs)
+    product = cpu_matmul.right_product(w_hh, max(bs))
     with torch.inference_mode():  # in place into the buffers above: no autograd dispatch
         for t, nt, straight in backward_plan(record, reverse):
             total = known_s[t] + carried_s[t]
             g = k_s[t]
             torch.mul(g, total.unsqueeze(1) if gru else total, out=g)
             # the rows whose step started from the previous processed step get it as carried
-            back = cpu_matmul.matmul(g_s[t], w_hh, out=carried_s[nt] if straight else None)
+            back = product(g_s[t], out=carried_s[nt] if straight else None)
             if gru:
                 back.addcmul_(total, z_s[t])
             if straight:
