@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
+from gradscope.capture.cpu_tanh import tanh
 from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.own_bptt import add_at_final, backward_plan
 
@@ -29,7 +30,7 @@ class Factors:
         size = c_all.shape[1]
         i, f, g, o = gates.split(size, 1)
         self.F = f.clone()
-        tc = torch.tanh(c_all)
+        tc = tanh(c_all)
         self.tc_o = tc * o  # the projection's input (proj_size) and a factor of K's o part
         self.Kc = torch.addcmul(o, self.tc_o, tc, value=-1, out=tc)  # o - o tanh^2 c
         torch.addcmul(self.tc_o, self.tc_o, o, value=-1, out=o)  # tanh(c) o (1 - o)

@@ -15,6 +15,7 @@ import torch
 from torch import _VF
 
 from gradscope.capture import cpu_matmul
+from gradscope.capture.cpu_tanh import tanh, tanh_
 from gradscope.capture.buffers import empty as pooled_empty
 from gradscope.capture.fast_adjoint import cell_scan, previous_states, start_states
 from gradscope.capture.own_bptt import OwnLayerJob, processing_order, spoil_and_warn
@@ -69,14 +70,14 @@ def _stepped_forward(record, reverse, x, h0, c0, w, buffers=None):
             g = gates[rows]
             g += cpu_matmul.linear(prev_h, w["w_hh"])
             g[:, :2 * size].sigmoid_()
-            g[:, 2 * size:3 * size].tanh_()
+            tanh_(g[:, 2 * size:3 * size])
             g[:, 3 * size:].sigmoid_()
             i, f, cand, o = g.split(size, 1)
             c = torch.addcmul(f * prev_c, i, cand, out=c_all[rows])
             if w["w_hr"] is None:
-                torch.mul(o, torch.tanh(c), out=out[rows])
+                torch.mul(o, tanh(c), out=out[rows])
             else:
-                out[rows] = cpu_matmul.linear(o * torch.tanh(c), w["w_hr"])
+                out[rows] = cpu_matmul.linear(o * tanh(c), w["w_hr"])
             previous_h, previous_c = out[rows], c
     return out, gates, c_all
 
@@ -246,7 +247,7 @@ def _recompute(record, reverse, x, prev_h, c0, w):
     gates = cpu_matmul.linear(x, w["w_ih"], bias)
     cpu_matmul.add_linear_(gates, prev_h, w["w_hh"])
     gates[:, :2 * size].sigmoid_()
-    gates[:, 2 * size:3 * size].tanh_()
+    tanh_(gates[:, 2 * size:3 * size])
     gates[:, 3 * size:].sigmoid_()
     i, f, g, _ = gates.split(size, 1)
     return gates, cell_scan(record, reverse, c0, f, i * g)
