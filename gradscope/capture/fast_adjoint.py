@@ -201,10 +201,11 @@ def start_states(previous, initial, active):
     return torch.cat([previous, initial[previous.shape[0]:active]])
 
 
-def cell_scan(record, reverse, c0, f, ig):
-    """c_t = f_t * c_prev + i_t * g_t over the steps in processing order."""
+def cell_scan(record, reverse, c0, f, ig, out=None):
+    """c_t = f_t * c_prev + i_t * g_t over the steps in processing order (into ``out``, an
+    (N, H) buffer, where given)."""
     bs = record.batch_sizes
-    c = torch.empty_like(ig)
+    c = torch.empty_like(ig) if out is None else out
     c_steps, f_steps, ig_steps = c.split(bs), f.split(bs), ig.split(bs)
     order = range(len(bs) - 1, -1, -1) if reverse else range(len(bs))
     previous = None

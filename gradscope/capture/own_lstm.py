@@ -26,15 +26,19 @@ class Factors:
     them cost half of the twenty-one that separate ops took (a recorded LSTM step at 32x256x200
     spent ~7 ms of ~105 in them)."""
 
-    def __init__(self, gates, c_all, prev_c):
+    def __init__(self, gates, c_all, prev_c, buffers=None):
         size = c_all.shape[1]
         i, f, g, o = gates.split(size, 1)
-        self.F = f.clone()
-        tc = tanh(c_all)
-        self.tc_o = tc * o  # the projection's input (proj_size) and a factor of K's o part
+
+        def empty():  # (N, H) working buffers from the Scope's pool: fresh pages cost most here
+            return pooled_empty(buffers, c_all.shape, c_all)
+
+        self.F = empty().copy_(f)
+        tc = tanh(c_all, out=empty())
+        self.tc_o = torch.mul(tc, o, out=empty())  # the projection's input (proj_size) and a factor of K's o part
         self.Kc = torch.addcmul(o, self.tc_o, tc, value=-1, out=tc)  # o - o tanh^2 c
         torch.addcmul(self.tc_o, self.tc_o, o, value=-1, out=o)  # tanh(c) o (1 - o)
-        ig = i * g
+        ig = torch.mul(i, g, out=empty())
         torch.addcmul(i, ig, g, value=-1, out=g)  # i (1 - g^2), before i is overwritten
         torch.addcmul(ig, ig, i, value=-1, out=i)  # g i (1 - i)
         fc = torch.mul(f, prev_c, out=ig)
@@ -82,7 +86,7 @@ def bptt(record, reverse, known_h, known_c, f, w_hh, w_hr, h_shape, c_shape, buf
     dh0, dc0 = known_h.new_zeros(h_shape), known_h.new_zeros(c_shape)
     with torch.inference_mode():  # in place into the buffers made above
         _reverse_loop(rows, backward_plan(record, reverse), record.batch_sizes, w_hh, w_hr, dh0, dc0)
-    direct_c = rows.a_all * f.Kc
+    direct_c = torch.mul(rows.a_all, f.Kc, out=pooled_empty(buffers, f.Kc.shape, f.Kc))
     return {"carried_h": rows.carried_h, "carried_c": rows.carried_c.squeeze(1), "direct_c": direct_c,
             "G": f.K, "dh0": dh0, "dc0": dc0, "total_h": rows.total_h, "total_c": rows.total_c.squeeze(1)}
 

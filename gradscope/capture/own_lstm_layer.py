@@ -173,7 +173,7 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
             gates, c_all = kept[d]
             kept[d] = None
         else:
-            gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w)
+            gates, c_all = _recompute(record, reverse, x, prev_h, c0[d], w, job.ctx.buffers if job else None)
         step_job = OwnLayerJob(job.ctx, record, "LSTM", job.layer, direction, job.jacobians) if job else None
         try:
             known_h, known_c = arrived(step_job, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
@@ -185,9 +185,10 @@ def _directions(ctx, job, layer_in, h0, c0, out, flat, g_out, g_hy, g_cy, want_g
             step_job = spoil_and_warn(step_job, err)
             job = None
             known_h, known_c = arrived(None, record, reverse, g_d, _at(g_hy, d), _at(g_cy, d), h_d, c_all)
-        factors = Factors(gates, c_all, previous_states(record, reverse, c0[d], c_all))
+        buffers = job.ctx.buffers if job is not None else None
+        factors = Factors(gates, c_all, previous_states(record, reverse, c0[d], c_all), buffers)
         parts = bptt(record, reverse, known_h, known_c, factors, w["w_hh"], w["w_hr"], h0[d].shape, c0[d].shape,
-                     job.ctx.buffers if job is not None else None)
+                     buffers)
         if step_job is not None:
             record_parts(step_job, record, parts)
         if not want_grads:
@@ -239,9 +240,9 @@ def _at(grad, d):
     return grad[d] if grad is not None else None
 
 
-def _recompute(record, reverse, x, prev_h, c0, w):
+def _recompute(record, reverse, x, prev_h, c0, w, buffers=None):
     """Activated gates (N, 4H) and cell states (N, H) of every row, from the layer's input and
-    the states the fused forward returned."""
+    the states the fused forward returned; working buffers from the Scope's pool ``buffers``."""
     size = c0.shape[1]
     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
     gates = cpu_matmul.linear(x, w["w_ih"], bias)
@@ -250,7 +251,8 @@ def _recompute(record, reverse, x, prev_h, c0, w):
     tanh_(gates[:, 2 * size:3 * size])
     gates[:, 3 * size:].sigmoid_()
     i, f, g, _ = gates.split(size, 1)
-    return gates, cell_scan(record, reverse, c0, f, i * g)
+    ig = torch.mul(i, g, out=pooled_empty(buffers, i.shape, i))
+    return gates, cell_scan(record, reverse, c0, f, ig, out=pooled_empty(buffers, i.shape, i))
 
 
 def _regrad(ctx, layer_in, h0, c0, flat, grads):
