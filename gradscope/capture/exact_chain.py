@@ -58,6 +58,9 @@ class StepChain:
         self.n_carried = acc
         self.h_prev = [None] * self.steps  # each step's starting state, detached (W_hh's gradient)
         self.current = None  # the backward pass in progress
+        # what every step node of the chain shares, set by the first one (exact_steps.py): the
+        # state sizes (h, c), which optional inputs are tensors, the forward's autocast dtype
+        self.sizes = self.optional = self.autocast = None
 
 
     def piece_of_start(self, t):
@@ -70,14 +73,14 @@ class StepChain:
     def empty(self, shape, like):
         return pooled_empty(self.buffers, shape, like)
 
-    def open_pass(self, t, graph, like, size_h, size_c, node):
+    def open_pass(self, t, graph, like, node):
         """The buffers of the backward pass in progress (opened by the first node that runs,
         ``node``), with step ``t`` marked as run. A pass is one engine graph task: one that ended
         without reaching the first step (a backward pass restricted to some inputs; an error
         part-way) is dropped, and its call records nothing (``CallRecord.needs_reports``)."""
         task = _graph_task_id()
         if self.current is None or self.current.task != task:
-            self.current = _Pass(self, graph, like, size_h, size_c)
+            self.current = _Pass(self, graph, like, *self.sizes)
             self.current.task = task
             _queue_at_end_of_backward(lambda done=self.current: self._task_ended(done, node))
         self.current.ran[t] = True

@@ -68,17 +68,18 @@ def _keep_inputs(ctx, chain, t, xw, h, w_hh, b_hh, anchor, c=None, extra=()):
     attribute outlives backward for as long as the graph object does."""
     ctx.chain, ctx.t = chain, t
     ctx.save_for_backward(xw, h, c, w_hh, b_hh, *extra)
-    ctx.sizes = (h.shape[1], c.shape[1] if c is not None else 0)
-    ctx.optional = (b_hh is not None, anchor is not None)  # which optional inputs are tensors
+    if chain.sizes is None:  # the same for every step of a chain (one module call)
+        chain.sizes = (h.shape[1], c.shape[1] if c is not None else 0)
+        chain.optional = (b_hh is not None, anchor is not None)  # which optional inputs are tensors
+        device = h.device.type
+        chain.autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     chain.h_prev[t] = h.detach()
-    device = h.device.type
-    ctx.autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def _recompute(ctx):
     """Whether backward recomputes the step with plain ops: double backward
     (``create_graph=True``), or a forward under autocast (whose casts the plain ops redo)."""
-    return torch.is_grad_enabled() or ctx.autocast is not None
+    return torch.is_grad_enabled() or ctx.chain.autocast is not None
 
 
 def _own_acts(chain, acts):
@@ -107,7 +108,7 @@ class _StepNode(torch.autograd.Function):
         saved = ctx.saved_tensors  # once: a checkpointed graph unpacks each saved tensor once
         if _recompute(ctx):
             return _graph_backward(ctx, saved, *grads)
-        p = chain.open_pass(t, False, grads[0], *ctx.sizes, ctx)
+        p = chain.open_pass(t, False, grads[0], ctx)
         d_h, d_c = ctx._forward_cls.step_backward(ctx, chain, t, p, saved, *grads)
         d_xw = d_w = d_b = None
         if t == chain.first:
@@ -225,7 +226,7 @@ def _graph_backward(ctx, saved, *grads):
     differentiated, so higher derivatives stay right; the parts are recorded as numbers."""
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
-    p = chain.open_pass(t, True, grads[0], *ctx.sizes, ctx)
+    p = chain.open_pass(t, True, grads[0], ctx)
     create_graph = torch.is_grad_enabled()
     # without create_graph no graph is needed: recompute from detached inputs, so that no hook on
     # them (a user's, on the state passed to a cell) runs inside this node's backward
@@ -264,7 +265,7 @@ def pure_backward(ctx, *grads):
         d_xw[ctx.chain.rows[ctx.t]] = d_xw_t
     returned = _as_returned(ctx.chain.kind == "LSTM", d_xw, d_h, d_c, d_w, d_b)
     # as the engine sees the node: one gradient per tensor input (chain and t are not tensors)
-    is_tensor = (False, False) + (True,) * (len(returned) - 4) + ctx.optional
+    is_tensor = (False, False) + (True,) * (len(returned) - 4) + ctx.chain.optional
     return tuple(g for g, keep in zip(returned, is_tensor) if keep)
 
 
@@ -275,7 +276,7 @@ def _recomputed(ctx, saved, grads, create_graph, detached):
     chain, t = ctx.chain, ctx.t
     is_lstm = chain.kind == "LSTM"
     xw, h, c, w_hh, b_hh = saved[:5]
-    autocast = (torch.autocast(h.device.type, dtype=ctx.autocast) if ctx.autocast is not None
+    autocast = (torch.autocast(h.device.type, dtype=chain.autocast) if chain.autocast is not None
                 else contextlib.nullcontext())
     with torch.enable_grad():
         if detached:

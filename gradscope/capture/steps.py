@@ -63,10 +63,12 @@ class Step:
         return index
 
 
+_current_graph_task_id = getattr(torch._C, "_current_graph_task_id", None)
+
+
 def graph_task_id():
     """The id of the backward pass running on this thread (-1 outside one; None if unknown)."""
-    current = getattr(torch._C, "_current_graph_task_id", None)
-    return current() if current is not None else None
+    return _current_graph_task_id() if _current_graph_task_id is not None else None
 
 
 def queue_at_end_of_backward(callback):
