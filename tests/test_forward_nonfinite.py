@@ -51,6 +51,22 @@ def test_rows_match_the_unwatched_forward(cls, bidirectional, batch_first, mode)
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("bad", [None, INF, NAN], ids=["all-finite", "inf", "nan"])
+def test_huge_finite_input_whose_sum_overflows(mode, bad):
+    """Finite entries near float32's largest make the quick whole-input sum overflow: the rows
+    are then checked one by one, and only a real NaN/Inf is named."""
+    torch.manual_seed(0)
+    module = nn.RNN(3, 4)
+    x = torch.full((5, 2, 3), 3e38)  # (T, B, I): every sum over two entries overflows
+    if bad is not None:
+        x[3, 1, 2] = bad
+    with gradscope.watch(module, mode=mode) as scope:
+        module(x)[0].sum().backward()
+    want = {} if bad is None else {3: [1]}
+    assert recorded(scope.forward_nonfinite(), "input", 0) == want
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_packed_input_names_the_sequences_in_the_users_order(mode):
     torch.manual_seed(0)
     module = nn.GRU(2, 3)

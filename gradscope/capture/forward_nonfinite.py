@@ -29,10 +29,14 @@ def note_nonfinite_rows(record, place: str, layer: int, flat: torch.Tensor) -> N
         flat: the call's rows in the exact route's layout, (sum of batch sizes, features).
     """
     with torch.no_grad():
+        rows = flat.detach()
+        if rows.device.type == "cpu" and bool(torch.isfinite(rows.sum())):
+            # the usual case, in one pass: a sum of finite entries is finite unless it
+            # overflows, and a NaN or Inf makes it NaN or Inf (no host sync on the CPU)
+            return
         # a row holds a NaN or an Inf iff its largest or its smallest value is one (amax/amin
         # propagate NaN): two passes and no temporary, far cheaper on the CPU than
         # isfinite(flat).all(dim=1) (~20x) or abs().amax (a full copy), same answer
-        rows = flat.detach()
         flags = ~(torch.isfinite(rows.amax(dim=1)) & torch.isfinite(rows.amin(dim=1)))
     if not hasattr(record, _ATTRIBUTE):
         setattr(record, _ATTRIBUTE, [])
