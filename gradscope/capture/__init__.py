@@ -12,8 +12,13 @@ The map (one idea per file):
       exact_steps.py       its step nodes: one autograd node per time step, parts from backward
       exact_chain.py       what one layer-direction's step nodes share (buffers, the last node's returns)
       buffers.py         the recorded steps' working buffers, kept from one recorded step to the next
-      fast.py            fast route, the fused kernels per layer, tapped;
-      fast_adjoint.py      its reverse recursion for the per-step gradients after backward
+      fast.py            fast route, per layer: on the CPU gradscope's own BPTT, elsewhere the fused
+                         kernels, tapped;
+      own_bptt.py          own BPTT of nn.RNN / nn.GRU layers (CPU)
+      own_lstm_layer.py    own BPTT of nn.LSTM layers (CPU), with own_lstm.py, its reverse loop
+      cpu_matmul.py        the own BPTT's products (oneDNN where it is faster)
+      cpu_tanh.py          the own LSTM's tanh (numpy's, faster than torch's on the CPU)
+      fast_adjoint.py      the tapped form's reverse recursion after the fused backward
       stock_cells.py     exact route, nn.*Cell (one time step per call)
       custom.py          exact route, custom cells (watch(cells=...)): measured at the boundary
       track.py, vjp.py   scope.track(h, label): hand-written loops, carried parts by a VJP

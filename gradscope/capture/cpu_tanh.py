@@ -5,7 +5,9 @@ On the 2-core AMD machine this project is measured on, ``torch.tanh`` runs at ~1
 (6400, 256) 0.28 ms against 1.87 ms, a (32, 256) step 2 us against 14 us
 (/work/proto/nptanh.py). Its results are within ~2 ulp of the true tanh (1.1e-7 relative at
 worst in float32, against torch's 6e-8). A recorded fast LSTM step at (32, 256, 200) spent ~9 ms
-of ~100 in tanh. Not for the exact route, whose steps must round as ATen's cells do.
+of ~100 in tanh. Not for the exact route, whose steps must round as ATen's cells do. The own
+RNN/GRU forward (own_bptt.py) keeps torch's: it gained 1%-3% there, and a rounding change in the
+RNN's forward moves the demo's chaotic RNN (docs/demo.md).
 """
 
 import numpy as np

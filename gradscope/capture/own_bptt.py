@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from gradscope.capture import cpu_matmul
-from gradscope.capture.cpu_tanh import tanh
 from gradscope.capture.gate_stats import gate_statistics
 from gradscope.capture.fast_adjoint import previous_states, start_states
 
@@ -107,12 +106,12 @@ def _forward_loop(kind, record, reverse, h0, w_hh, b_hh, xw, out, hn_all):
             hn = hn_all[rows]
             hn.copy_(gh[:, 2 * size:])
             n = g[:, 2 * size:]
-            tanh(n.addcmul_(rz[:, :size], hn), out=n)
+            torch.tanh(n.addcmul_(rz[:, :size], hn), out=n)
             torch.addcmul(n, rz[:, size:], prev - n, out=h)  # (1 - z) n + z prev
         else:
             pre = xw[rows].add_(cpu_matmul.linear(prev, w_hh))
             if kind == "RNN_TANH":
-                tanh(pre, out=h)
+                torch.tanh(pre, out=h)
             else:
                 torch.clamp(pre, min=0, out=h)  # relu
         previous = h
