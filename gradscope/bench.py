@@ -27,7 +27,9 @@ EVERY = 16
 TIMED = ("exact", "fast", "off", "loop")
 __all__ = ["CELLS", "SIZES", "measure", "run", "parse_sizes", "median_interval"]  # plus "plain", the reference of every ratio
 NOT_AVAILABLE = "n/a (mode not available)"
-MEMORY_REPEAT = 3  # the resident peak of a step varies with what the allocator kept: the least of 3
+# the resident peak of a step varies with what the allocator kept: the median of 5 (the least of 3
+# read the plain RNN step at 16x64x1000 as 31.5 MB once and 36-39 MB the other times)
+MEMORY_REPEAT = 5
 RESOLUTION = 1 << 20  # below a MiB the resident peak says little (pages already held)
 
 
@@ -159,10 +161,11 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
 
 
 def _peak_memory(cases, names, device):
-    """Peak bytes of one step per case (the least of MEMORY_REPEAT) and how they were measured:
+    """Peak bytes of one step per case (the median of MEMORY_REPEAT) and how they were measured:
     the resident peak where it can see the steps (each at least RESOLUTION), else the profiler's."""
     def measure_all(method):
-        return {name: min(peak_bytes(cases.steps[name].step, device, method) for _ in range(MEMORY_REPEAT))
+        return {name: statistics.median(peak_bytes(cases.steps[name].step, device, method)
+                                        for _ in range(MEMORY_REPEAT))
                 for name in names if name != "off"}
 
     memory = measure_all(None)
@@ -221,6 +224,6 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
             f"/ {EVERY} per round plus its share of spectra; off-sched: a step that every={EVERY} does not record; "
             "hand loop: the stock cell op per time step with retain_grad() on every state")
     methods = sorted({row["memory_method"] for row in rows}) or [memory_method(device)]
-    printer(f"mem: peak memory of one training step / the plain step's ({'; '.join(methods)}; the least of "
+    printer(f"mem: peak memory of one training step / the plain step's ({'; '.join(methods)}; the median of "
             f"{MEMORY_REPEAT} steps)")
     return rows
