@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from gradscope.bench_steps import CELLS, Timer, TrainingStep, make_model, memory_method, peak_bytes, spectra_seconds
+from gradscope.bench_steps import (CELLS, Timer, TrainingStep, make_model, memory_method, minor_faults, peak_bytes,
+                                   spectra_seconds)
 from gradscope.scope import watch
 from gradscope.spectra.cadence import AUTO_INTERVAL
 
@@ -114,6 +115,10 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
         times = {name: [] for name in names}
         ratios = {name: [] for name in names if name != "plain"}
         ratios["every16"] = []
+        # fresh pages touched by the plain and the fast step: the plain step's time depends on them
+        # (PyTorch's LSTM at 16x64x1000: ~11,000 a step and 36-56 ms, or none and 24-32 ms, by what
+        # the allocator kept from earlier work in the process)
+        faults = {name: [] for name in ("plain", "fast") if name in names}
         started = time.perf_counter()
         shuffler = random.Random(seed)
         rounds = 0
@@ -127,7 +132,10 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
             for name in order:
                 if name == "off" and cases.off_scope.steps_seen % EVERY == 0:
                     cases.steps["off"].step()  # a recorded step of every=16: keep "off" off-schedule
+                before = minor_faults()
                 seconds[name] = timer(cases.steps[name].step)
+                if before is not None and name in faults:
+                    faults[name].append(minor_faults() - before)
             rounds += 1
             for name, value in seconds.items():
                 times[name].append(value)
@@ -157,6 +165,9 @@ def measure(cell, batch, hidden, seq_len, layers=1, device="cpu", repeat=7, max_
             row[f"{name}_spectra_halfwidth"] = row[f"{name}_halfwidth"]
     for name in ("exact", "fast", "loop"):
         row[f"{name}_memory"] = memory[name] / memory["plain"] if name in memory and memory["plain"] else None
+    for name in ("plain", "fast"):
+        values = faults.get(name)
+        row[f"{name}_faults"] = statistics.median(values) if values and torch.device(device).type == "cpu" else None
     return row
 
 
@@ -189,6 +200,12 @@ def _memory(value):
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _faults(value):
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+
+
 def _print_now(line):
     print(line, flush=True)  # a row as soon as it is measured, also when stdout is a file
 
@@ -204,7 +221,8 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
             "(forward, backward, optimizer step) / the plain step in the same round; median over rounds, "
             "± the relative half-width of its 95% interval")
     header = f"{'cell':5} {'B':>4} {'H':>5} {'T':>5} {'plain ms':>9} " + \
-        " ".join(f"{title:>12}" for _, title in COLUMNS) + f" {'mem exact':>9} {'mem fast':>9} {'mem loop':>9} {'rounds':>6}"
+        " ".join(f"{title:>12}" for _, title in COLUMNS) + f" {'mem exact':>9} {'mem fast':>9} {'mem loop':>9} {'rounds':>6}" + \
+        f" {'flt plain':>9} {'flt fast':>9}"
     printer(header)
     rows = []
     share = budget_s / max(1, len(cells) * len(sizes))
@@ -215,7 +233,8 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
             printer(f"{cell:5} {batch:4d} {hidden:5d} {seq_len:5d} {row['plain_s'] * 1e3:9.1f} "
                     + " ".join(f"{_ratio(row, name):>12}" for name, _ in COLUMNS)
                     + f" {_memory(row['exact_memory']):>9} {_memory(row['fast_memory']):>9}"
-                    f" {_memory(row['loop_memory']):>9} {row['rounds']:6d}")
+                    f" {_memory(row['loop_memory']):>9} {row['rounds']:6d}"
+                    f" {_faults(row['plain_faults']):>9} {_faults(row.get('fast_faults')):>9}")
     if rows and not rows[0]["fast_available"]:
         printer(f"fast: {NOT_AVAILABLE} ({rows[0]['fast_error']})")
     printer(f"exact, fast: every step recorded, weight spectra left out; fast+spectra: plus the spectra of "
@@ -226,4 +245,6 @@ def run(cells=("RNN", "GRU", "LSTM"), sizes=None, printer=_print_now, budget_s=6
     methods = sorted({row["memory_method"] for row in rows}) or [memory_method(device)]
     printer(f"mem: peak memory of one training step / the plain step's ({'; '.join(methods)}; the median of "
             f"{MEMORY_REPEAT} steps)")
+    printer("flt: minor page faults of one plain and one fast step (median; the CPU only): the plain step's time "
+            "moves with them, and with it every ratio")
     return rows

@@ -63,6 +63,16 @@ class TrainingStep:
         return torch.stack(layer_in)
 
 
+def minor_faults():
+    """Minor page faults of this process so far (first writes to fresh pages), or None where the
+    platform does not count them (no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class Timer:
     """Seconds of one call: ``perf_counter`` on the CPU, CUDA events (no host sync inside the
     step; one synchronize after it) on a GPU."""

@@ -2,11 +2,12 @@
 configuration. Nothing here is timed: the numbers themselves are never asserted."""
 
 import json
+import sys
 
 import pytest
 import torch
 
-from gradscope.bench import NOT_AVAILABLE, median_interval, parse_sizes
+from gradscope.bench import NOT_AVAILABLE, _faults, median_interval, parse_sizes
 from gradscope.cli import build_parser, main
 
 
@@ -76,6 +77,10 @@ def test_tiny_run_prints_one_row_per_cell_and_writes_json(capsys, tmp_path):
         for name in ("exact", "every16", "off", "loop", "exact_memory", "loop_memory"):
             assert row[name] > 0
         assert row["exact_halfwidth"] is None  # one round bounds nothing: printed as ±?
+        if sys.platform.startswith("linux"):  # page faults counted (resource.getrusage)
+            assert isinstance(row["plain_faults"], (int, float)) and row["plain_faults"] >= 0
+            assert line.split()[-2:] == [_faults(row["plain_faults"]), _faults(row["fast_faults"])]
+    assert "flt plain" in lines[1] and any(line.startswith("flt: minor page faults") for line in lines)
     if not rows[0]["fast_available"]:
         assert f"fast: {NOT_AVAILABLE}" in out and rows[0]["fast_memory"] is None
 
