@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gradscope
-from gradscope.capture import cpu_matmul, own_lstm_layer
+from gradscope.capture import cpu_matmul, cpu_tanh, own_lstm_layer
 from gradscope.capture.norms import nonfinite_rows, row_norms
 
 KINDS = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}
@@ -200,6 +200,28 @@ def test_row_norms_widen_only_the_rows_that_need_it(zero_rows):
     got = row_norms(rows).tolist()
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == pytest.approx(w, rel=1e-6, abs=0), i
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_cpu_tanh_equals_torch_within_two_ulp_in_place_and_strided(dtype):
+    """numpy's tanh for gradscope's own buffers: within 2 ulp of torch's, into ``out`` or in place
+    over a strided gate block (the LSTM's g columns), NaN and Inf kept; other dtypes are torch's."""
+    gen = torch.Generator().manual_seed(0)
+    gates = (torch.randn(50, 4, 16, generator=gen) * 4).to(dtype)
+    gates[0, 2, 0], gates[1, 2, 1], gates[2, 2, 2] = float("nan"), float("inf"), -float("inf")
+    block = gates[:, 2]  # strided: every fourth run of 16
+    want = torch.tanh(block.double())
+    other = gates.clone()
+    got = cpu_tanh.tanh(block)
+    out = torch.empty_like(block)
+    assert cpu_tanh.tanh(block, out=out) is out
+    assert cpu_tanh.tanh_(block) is block
+    tolerance = 2 * torch.finfo(dtype).eps
+    for value in (got, out, block):
+        assert value.dtype == dtype
+        torch.testing.assert_close(value.double(), want, rtol=tolerance, atol=tolerance, equal_nan=True)
+    other[:, 2] = gates[:, 2]
+    torch.testing.assert_close(gates, other, rtol=0, atol=0, equal_nan=True)  # only the block was written
 
 
 def test_oned_nn_products_equal_torch_and_fall_back(monkeypatch):
