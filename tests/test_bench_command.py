@@ -93,3 +93,22 @@ def test_sizes_and_interval_helpers():
     assert median_interval([1.0, 2.0])[1] == float("inf")
     mid, width = median_interval([0.9, 1.0, 1.1] * 10)
     assert mid == 1.0 and width == pytest.approx(0.1)
+
+
+def test_memory_counts_what_a_scope_keeps_in_its_pool():
+    """A watched case's buffer pool is resident before its step starts and used by it: the peak
+    counts it (else the fast LSTM read 0.57x of the plain step's memory)."""
+    from gradscope.bench import _Cases, _peak_memory
+
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(64, 64)
+    cases = _Cases(model, torch.randn(200, 32, 64))  # (N, H) buffers of 1.6 MB: pooled
+    try:
+        for step in cases.steps.values():
+            step.step()
+        held = cases.pooled_bytes("fast")
+        assert held > 1 << 20 and cases.pooled_bytes("plain") == 0
+        memory, _ = _peak_memory(cases, list(cases.steps), "cpu")
+        assert memory["fast"] >= held
+    finally:
+        cases.close()
