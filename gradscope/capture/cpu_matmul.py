@@ -44,8 +44,13 @@ def linear(x, w, b=None):
 
 
 def _uses_onednn(x, w):
-    return (x.dtype == torch.float32 and w.dtype == torch.float32 and x.device.type == "cpu"
-            and x.shape[0] * w.shape[0] * w.shape[1] >= ONEDNN_MIN_WORK and torch.backends.mkldnn.enabled
+    return _onednn_for(x.dtype, x.device, x.shape[0], w)
+
+
+def _onednn_for(dtype, device, rows, w):
+    """Whether ``(rows, I) @ w.T`` (``w`` (O, I)) of this dtype and device goes through oneDNN."""
+    return (dtype == torch.float32 and w.dtype == torch.float32 and device.type == "cpu"
+            and rows * w.shape[0] * w.shape[1] >= ONEDNN_MIN_WORK and torch.backends.mkldnn.enabled
             and _onednn_linear() is not None)
 
 
@@ -59,19 +64,15 @@ def add_linear_(out, x, w):
 
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D tensors; into ``out`` when given (returned)."""
-    if out is None:
-        return linear(a, b.t())
-    if _uses_onednn(a, b.t()):
-        return out.copy_(linear(a, b.t()))
-    return torch.mm(a, b, out=out)
+    return right_product(b, a.shape[0], a.dtype)(a, out=out)
 
 
-def right_product(b, rows):
+def right_product(b, rows, dtype=None):
     """``product(a, out=None) -> a @ b`` for a loop of many products with the same ``b`` and at
-    most ``rows`` rows each: oneDNN or ``torch.mm`` is chosen once, not at every step (a small
-    layer's 1,000-step loop spent ~2 ms choosing)."""
+    most ``rows`` rows each (of ``dtype``, ``b``'s by default): oneDNN or ``torch.mm`` is chosen
+    once, not at every step (a small layer's 1,000-step loop spent ~2 ms choosing)."""
     b_t = b.t()
-    if _uses_onednn(b_t.new_empty(rows, b_t.shape[1]), b_t):
+    if _onednn_for(dtype or b.dtype, b.device, rows, b_t):
         op = _onednn_linear()
 
         def product(a, out=None):
