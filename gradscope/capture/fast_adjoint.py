@@ -206,10 +206,10 @@ def cell_scan(record, reverse, c0, f, ig, out=None):
     (N, H) buffer, where given)."""
     bs = record.batch_sizes
     c = torch.empty_like(ig) if out is None else out
-    c_steps, f_steps, ig_steps = c.split(bs), f.split(bs), ig.split(bs)
     order = range(len(bs) - 1, -1, -1) if reverse else range(len(bs))
     previous = None
-    with torch.inference_mode():  # one op per step into ``c``: no autograd dispatch
+    with torch.inference_mode():  # one op per step into ``c`` and views made without autograd's bookkeeping
+        c_steps, f_steps, ig_steps = c.split(bs), f.split(bs), ig.split(bs)
         for t in order:
             prev = start_states(previous, c0, bs[t])
             torch.addcmul(ig_steps[t], f_steps[t], prev, out=c_steps[t])

@@ -254,12 +254,13 @@ def _bptt(kind, record, reverse, known, K, z, w_hh, h0_shape):
     G = K  # each step's factors become its gate gradients in place: no second (N, G, H) buffer
     gru = kind == "GRU"
     bs = record.batch_sizes
-    # every per-row tensor split once into its steps' views: no slicing inside the loop
-    known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
-    z_s = z.split(bs) if gru else None
-    g_s = K.view(K.shape[0], -1).split(bs)
     product = cpu_matmul.right_product(w_hh, max(bs))
     with torch.inference_mode():  # in place into the buffers above: no autograd dispatch
+        # every per-row tensor split once into its steps' views (made here, a view skips
+        # autograd's bookkeeping): no slicing inside the loop
+        known_s, carried_s, k_s = known.split(bs), carried.split(bs), K.split(bs)
+        z_s = z.split(bs) if gru else None
+        g_s = K.view(K.shape[0], -1).split(bs)
         for t, nt, straight in backward_plan(record, reverse):
             total = known_s[t] + carried_s[t]
             g = k_s[t]
