@@ -108,16 +108,15 @@ class _StepRows:
         self.total_h = empty(*known_h.shape)
         # a = dL/d(o * tanh c): the total itself, or through the projection
         self.a_all = self.total_h if w_hr is None else empty(n_rows, size)
-        self.total_c = total_c = empty(n_rows, 1, size)
+        self.total_c = empty(n_rows, 1, size)
         with torch.inference_mode():  # views for the loop only: here they skip autograd's bookkeeping
             self._split(known_h, known_c, f, w_hr, reverse, bs, n_rows)
 
     def _split(self, known_h, known_c, f, w_hr, reverse, bs, n_rows):
-        total_c = self.total_c
         self.known_s, self.carried_s, self.total_s = (v.split(bs) for v in (known_h, self.carried_h, self.total_h))
         self.a_s = self.total_s if w_hr is None else self.a_all.split(bs)
         self.a_u_s, self.kc_s, self.f_s = (v.unsqueeze(1).split(bs) for v in (self.a_all, f.Kc, f.F))
-        self.carried_c_s, self.total_c_s = self.carried_c.split(bs), total_c.split(bs)
+        self.carried_c_s, self.total_c_s = self.carried_c.split(bs), self.total_c.split(bs)
         G = f.K
         self.ifg_s, self.o_s, self.flat_s = G[:, :3].split(bs), G[:, 3].split(bs), G.view(n_rows, -1).split(bs)
         self.known_c_s = known_c.unsqueeze(1).split(bs) if known_c is not None else None
