@@ -73,9 +73,11 @@ def _stepped_forward(record, reverse, x, h0, c0, w, buffers=None):
             tanh_(g[:, 2 * size:3 * size])
             g[:, 3 * size:].sigmoid_()
             i, f, cand, o = g.split(size, 1)
-            c = torch.addcmul(f * prev_c, i, cand, out=c_all[rows])
+            # f c_prev + i g and o tanh(c), each written straight into its rows: the same
+            # products as the out-of-place forms, without two fresh (B, H) tensors per step
+            c = torch.mul(f, prev_c, out=c_all[rows]).addcmul_(i, cand)
             if w["w_hr"] is None:
-                torch.mul(o, tanh(c), out=out[rows])
+                tanh(c, out=out[rows]).mul_(o)
             else:
                 out[rows] = cpu_matmul.linear(o * tanh(c), w["w_hr"])
             previous_h, previous_c = out[rows], c
